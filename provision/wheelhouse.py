@@ -1,0 +1,121 @@
+"""The runtime as a folder of wheels, so a host installs it with no package registry.
+
+The runtime is shipped alone (a wheel `selfvpn-runtime` holding only `runtime/`), with
+the wheels of its dependencies for the host's Python, fetched once on the operator's
+side and cached by content.
+
+Rule 1: the cache key covers the runtime's source and the target Python, so a change to
+the runtime ships a new wheel and an unchanged one is reused.
+Rule 2: hosts install with `pip --no-index --find-links`: they never reach a registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from provision.errors import ProvisionError
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME = ROOT / "runtime"
+CACHE = Path(os.environ.get("SELFVPN_CACHE", Path.home() / ".cache" / "selfvpn")) / "wheels"
+DEPENDENCIES = ("cryptography>=42", "pyroute2>=0.7", "pyyaml>=6")
+DIST = "selfvpn-runtime"
+PYPROJECT = """[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "{dist}"
+version = "{version}"
+requires-python = ">=3.9"
+dependencies = {deps}
+
+[project.scripts]
+vpn-runtime = "runtime.cli:main"
+
+[tool.setuptools.packages.find]
+include = ["runtime*"]
+"""
+
+
+class WheelhouseError(ProvisionError):
+    exit_code = 9
+    default_hint = "the operator's machine needs PyPI access once to fetch the runtime's dependencies"
+
+
+def source_hash() -> str:
+    h = hashlib.sha256("|".join(DEPENDENCIES).encode())
+    for f in sorted(RUNTIME.rglob("*")):
+        if f.is_file() and "__pycache__" not in f.parts:
+            h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def version() -> str:
+    from runtime import __version__
+
+    return f"{__version__}+{source_hash()}"
+
+
+def ensure(python: str = "3.11") -> Path:
+    """The wheel folder for hosts running CPython `python` (x86_64 Linux)."""
+    folder = CACHE / f"py{python}-{source_hash()}"
+    if (folder / "ready").exists():
+        return folder
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=_mkdir(CACHE)))
+    try:
+        _build_runtime_wheel(tmp)
+        _download_dependencies(tmp, python)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    (tmp / "ready").write_text(version() + "\n")
+    for old in CACHE.glob(f"py{python}-*"):
+        if old != tmp:
+            shutil.rmtree(old, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _build_runtime_wheel(out: Path) -> None:
+    with tempfile.TemporaryDirectory() as src:
+        shutil.copytree(RUNTIME, Path(src) / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
+        deps = "[" + ", ".join(f'"{d}"' for d in DEPENDENCIES) + "]"
+        (Path(src) / "pyproject.toml").write_text(PYPROJECT.format(dist=DIST, version=version(), deps=deps))
+        _pip("wheel", "--no-deps", "-q", "-w", str(out), src)
+
+
+def _download_dependencies(out: Path, python: str) -> None:
+    abi = "cp" + python.replace(".", "")
+    _pip("download", "-q", "-d", str(out), "--only-binary=:all:", "--python-version", python,
+         "--implementation", "cp", "--abi", abi, "--abi", "abi3", "--abi", "none",
+         "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64",
+         "--platform", "manylinux_2_17_x86_64", "--platform", "any", *DEPENDENCIES)
+
+
+def _pip(*args: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        raise WheelhouseError(f"wheelhouse: pip {args[0]} failed: {last}")
+
+
+INSTALL_DIR = "/opt/vpn-runtime"
+
+
+def install_script(wheel_dir: str) -> str:
+    """Shell run on the host: a venv of its own, installed from the shipped wheels only."""
+    return (f"set -e; python3 -m venv {INSTALL_DIR}; "
+            f"{INSTALL_DIR}/bin/pip install -q --no-index --find-links {wheel_dir} --upgrade {DIST}; "
+            f"ln -sf {INSTALL_DIR}/bin/vpn-runtime /usr/local/bin/vpn-runtime")
