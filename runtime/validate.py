@@ -52,10 +52,14 @@ class Where:
 
     def fail(self, message: str, hint: str | None = None) -> ConfigError:
         place = f"{self.file}: {self.path}" if self.path else self.file
-        return ConfigError(f"{place}: {message}", hint)
+        return ConfigError(one_line(f"{place}: {message}"), hint)
 
     def expected(self, what: str, got: Any, hint: str | None = None) -> ConfigError:
         return self.fail(f"expected {what}, got {shown(got)}", hint)
+
+
+def one_line(message: str) -> str:
+    return " ".join(message.split()) if "\n" in message or "\r" in message else message
 
 
 def shown(value: Any) -> str:

@@ -15,7 +15,7 @@ from provision.errors import PkiError
 from provision.pki import Ca, init_ca, issue_client, list_certs, sign_server_csr
 from runtime.pin import pin_of_pem
 
-from pki_helpers import make_csr
+from tests.pki.pki_helpers import make_csr
 
 
 def load(pem: str) -> x509.Certificate:

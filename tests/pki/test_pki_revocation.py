@@ -23,7 +23,7 @@ from provision.pki import (
 )
 from provision.pki.ca import utcnow
 
-from pki_helpers import make_csr
+from tests.pki.pki_helpers import make_csr
 
 
 def serial(pem: str) -> int:
