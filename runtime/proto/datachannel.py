@@ -1,0 +1,140 @@
+"""The data channel of one session: sealing and opening datagrams under epoch keys.
+
+Rule 1: seal is one struct.pack and one AEAD call; open is one struct.unpack, a replay check,
+        one AEAD call and a replay update. Nothing else runs per packet.
+Rule 2: a counter is used once per key: it starts at 0 per epoch, only grows, and at
+        `reject_packets` sealing stops (returns None, sets `exhausted`) instead of wrapping.
+Rule 3: a datagram that is short, for another session, of unknown type or epoch, a replay,
+        or fails authentication is counted in `drops` by reason and dropped; open never raises.
+Rule 4: at most three epochs are live for receiving: the previous (until its grace ends),
+        the current (the one we seal with) and a pending one (installed, not yet sealing).
+        The first authenticated datagram under the pending epoch proves the peer holds it:
+        we then start sealing with it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from cryptography.exceptions import InvalidTag
+
+from runtime.proto.config import Limits
+from runtime.proto.keys import Aead, make_aead
+from runtime.proto.replay import ReplayWindow
+from runtime.proto.wire import DG_DATA, DG_KEEPALIVE, HEADER, MIN_DATAGRAM, NONCE_PREFIX
+
+
+class Epoch:
+    """Keys and counters of one epoch, both directions."""
+
+    __slots__ = ("number", "tag", "seal", "open", "counter", "window", "installed_at")
+
+    def __init__(self, number: int, seal: Aead, open_: Aead, limit: int, now: float) -> None:
+        self.number = number
+        self.tag = number & 0xFF
+        self.seal = seal
+        self.open = open_
+        self.counter = 0
+        self.window = ReplayWindow(limit)
+        self.installed_at = now
+
+
+class DataChannel:
+    """Seals and opens one session's datagrams; see the module rules."""
+
+    def __init__(self, session_id: int, cipher: str, limits: Limits, drops: Counter[str]) -> None:
+        self.session_id = session_id
+        self.cipher = cipher
+        self.limits = limits
+        self.drops = drops
+        self.current: Epoch | None = None
+        self.pending: Epoch | None = None
+        self.previous: Epoch | None = None
+        self.previous_until = 0.0
+        self.exhausted = False
+        self._reject = limits.reject_packets
+        self._by_tag: dict[int, Epoch] = {}
+
+    def install(self, number: int, seal_key: bytes, open_key: bytes, now: float, *, active: bool) -> None:
+        """Add epoch `number`; seal with it now if `active`, else once the peer uses it."""
+        epoch = Epoch(number, make_aead(self.cipher, seal_key), make_aead(self.cipher, open_key),
+                      self._reject, now)
+        self._by_tag[epoch.tag] = epoch
+        self.pending = epoch
+        if active or self.current is None:
+            self.activate(now)
+
+    def activate(self, now: float) -> None:
+        """Seal with the pending epoch from now on; the current one becomes the previous."""
+        if self.pending is None:
+            return
+        if self.previous is not None:
+            self._by_tag.pop(self.previous.tag, None)
+        self.previous, self.current, self.pending = self.current, self.pending, None
+        self.previous_until = now + self.limits.old_key_grace
+        self.exhausted = False
+
+    def expire(self, now: float) -> None:
+        """Forget the previous epoch once its grace period has passed."""
+        if self.previous is not None and now >= self.previous_until:
+            self._by_tag.pop(self.previous.tag, None)
+            self.previous = None
+
+    def seal(self, kind: int, payload: bytes) -> bytes | None:
+        """The datagram carrying `payload`, or None when the key is used up (never wraps)."""
+        epoch = self.current
+        if epoch is None or epoch.counter >= self._reject:
+            self.exhausted = True
+            self.drops["exhausted"] += 1
+            return None
+        counter = epoch.counter
+        epoch.counter = counter + 1
+        header = HEADER.pack(kind, epoch.tag, 0, 0, self.session_id, counter)
+        return header + epoch.seal.encrypt(NONCE_PREFIX + header[8:], payload, header)
+
+    def open(self, data: bytes, now: float) -> tuple[int, bytes] | None:
+        """(type, payload) of an authentic, fresh datagram; None (counted) otherwise."""
+        if len(data) < MIN_DATAGRAM:
+            return self._drop("short")
+        kind, tag, _flags, _reserved, session_id, counter = HEADER.unpack_from(data)
+        if session_id != self.session_id:
+            return self._drop("unknown-session")
+        epoch = self._by_tag.get(tag)
+        if epoch is None or kind not in (DG_DATA, DG_KEEPALIVE):
+            return self._drop("unknown-epoch" if epoch is None else "bad-type")
+        if not epoch.window.check(counter):
+            return self._drop("replay")
+        try:
+            payload = epoch.open.decrypt(NONCE_PREFIX + data[8:16], data[16:], data[:16])
+        except InvalidTag:
+            return self._drop("auth")
+        epoch.window.update(counter)
+        if epoch is self.pending:
+            self.activate(now)
+        return kind, payload
+
+    def _drop(self, reason: str) -> None:
+        self.drops[reason] += 1
+        return None
+
+    @property
+    def sent(self) -> int:
+        """Datagrams sealed under the current epoch."""
+        return self.current.counter if self.current is not None else 0
+
+    @property
+    def epoch(self) -> int:
+        """The number of the current (sealing) epoch."""
+        return self.current.number if self.current is not None else -1
+
+    def rekey_due(self, now: float) -> bool:
+        """True when the current epoch has reached a soft limit (age or volume)."""
+        epoch = self.current
+        if epoch is None:
+            return False
+        age_due = now - epoch.installed_at >= self.limits.rekey_seconds
+        return age_due or epoch.counter >= self.limits.rekey_packets or self.exhausted
+
+    def deadline(self) -> float | None:
+        """When `expire` next has work to do."""
+        return self.previous_until if self.previous is not None else None

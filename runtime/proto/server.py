@@ -1,0 +1,168 @@
+"""The server core: many client sessions, without I/O.
+
+Rule 1: the loop reports connections (`connection_made`, `receive_stream`,
+        `connection_lost`), datagrams (`open_datagram`) and TUN packets (`seal_packet`), calls
+        `handle_timer(now)` at `next_deadline()`, and performs `take_outputs()` in order.
+Rule 2: silence to strangers: a datagram that is short, names no live session, fails
+        authentication or replays is counted in `drops` and dropped; it produces no output
+        and no state.
+Rule 3: a client's inner packets must come from its own tunnel address ("spoofed" drop);
+        packets to another client's address are dropped unless client_to_client is on, in
+        which case they are sealed straight to that client.
+Rule 4: one live session per client name: a new handshake replaces the old session.
+"""
+
+from __future__ import annotations
+
+import secrets
+import ssl
+from collections import Counter
+
+from cryptography import x509
+
+from runtime.proto.config import AddressPolicy, ServerConfig, TunnelAssignment
+from runtime.proto.events import Address, Output, SendDatagram
+from runtime.proto.packets import addresses, destination
+from runtime.proto.peer import ESTABLISHED
+from runtime.proto.session import ServerSession
+from runtime.proto.stats import SessionStats
+from runtime.proto.timers import earliest
+from runtime.proto.wire import MIN_DATAGRAM, session_of
+
+
+class ServerCore:
+    """All sessions of one server; see the module rules."""
+
+    def __init__(self, config: ServerConfig, context: ssl.SSLContext, policy: AddressPolicy,
+                 crl: x509.CertificateRevocationList | None = None) -> None:
+        self.config = config
+        self.context = context
+        self.policy = policy
+        self.crl = crl
+        self.drops: Counter[str] = Counter()
+        self.out: list[Output] = []
+        self._conns: dict[int, ServerSession] = {}
+        self._by_id: dict[int, ServerSession] = {}
+        self._by_addr: dict[bytes, ServerSession] = {}
+
+    # -- control connections --------------------------------------------------------------
+    def connection_made(self, conn: int, now: float) -> None:
+        self._conns[conn] = ServerSession(conn, self, now)
+
+    def receive_stream(self, conn: int, data: bytes, now: float) -> None:
+        session = self._conns.get(conn)
+        if session is not None:
+            session.receive_stream(data, now)
+
+    def connection_lost(self, conn: int, now: float) -> None:
+        session = self._conns.get(conn)
+        if session is not None:
+            session.close("connection-lost", now, tell_peer=False)
+
+    # -- data path ------------------------------------------------------------------------
+    def open_datagram(self, data: bytes, addr: Address, now: float) -> bytes | None:
+        """The packet to write to the TUN, or None (keepalive, forwarded, or dropped)."""
+        session = self._by_id.get(session_of(data))
+        if session is None:
+            self.drops["short" if len(data) < MIN_DATAGRAM else "unknown-session"] += 1
+            return None
+        packet = session.open_from(data, addr, now)
+        return None if packet is None else self.deliver(session, packet, now)
+
+    def seal_packet(self, packet: bytes, now: float) -> tuple[bytes, Address] | None:
+        """(datagram, client endpoint) for a packet read from the TUN, routed by its
+        destination; None when dropped or when it left in a SendStream (TCP transport)."""
+        session = self._by_addr.get(destination(packet))  # type: ignore[arg-type]
+        if session is None:
+            self.drops["no-route"] += 1
+            return None
+        return self._send_to(session, packet, now)
+
+    def _send_to(self, session: ServerSession, packet: bytes, now: float) -> tuple[bytes, Address] | None:
+        if session.transport == "tcp":
+            session.send_stream_packet(packet, now)
+            return None
+        endpoint = session.endpoint
+        if endpoint is None:
+            self.drops["no-endpoint"] += 1
+            return None
+        datagram = session.seal(packet, now)
+        return None if datagram is None else (datagram, endpoint)
+
+    def deliver(self, session: ServerSession, packet: bytes, now: float) -> bytes | None:
+        """Where a client's inner packet goes: returned for the TUN, forwarded, or dropped."""
+        pair = addresses(packet)
+        if pair is None or pair[0] not in session.addresses:
+            self.drops["spoofed"] += 1
+            return None
+        target = self._by_addr.get(pair[1])
+        if target is None:
+            return packet
+        if not self.config.client_to_client:
+            self.drops["client-to-client"] += 1
+            return None
+        forwarded = self._send_to(target, packet, now)
+        if forwarded is not None:
+            self.out.append(SendDatagram(*forwarded))
+        return None
+
+    # -- timers and outputs ---------------------------------------------------------------
+    def handle_timer(self, now: float) -> None:
+        for session in list(self._conns.values()):
+            session.on_timer(now)
+
+    def next_deadline(self) -> float | None:
+        return earliest(*(session.deadline() for session in self._conns.values()))
+
+    def take_outputs(self) -> list[Output]:
+        out, self.out[:] = list(self.out), []
+        return out
+
+    # -- operator -------------------------------------------------------------------------
+    def revoke(self, now: float, *, serial: int | None = None, name: str | None = None) -> int:
+        """End every live session of the certificate `serial` or the client `name`."""
+        return self._end_where(now, lambda s: s.identity is not None and
+                               (s.identity.serial == serial or s.identity.name == name))
+
+    def update_crl(self, crl: x509.CertificateRevocationList, now: float) -> int:
+        """Use `crl` from the next handshake on, and end live sessions it revokes."""
+        self.crl = crl
+        return self._end_where(now, lambda s: s.identity is not None and
+                               crl.get_revoked_certificate_by_serial_number(s.identity.serial) is not None)
+
+    def _end_where(self, now: float, match: object) -> int:
+        victims = [s for s in self._conns.values() if match(s)]  # type: ignore[operator]
+        for session in victims:
+            session.close("revoked", now)
+        return len(victims)
+
+    def stats(self, now: float) -> list[SessionStats]:
+        return [s.stats(now) for s in self._conns.values() if s.state == ESTABLISHED]
+
+    # -- host of the sessions -------------------------------------------------------------
+    def admit(self, session: ServerSession, now: float) -> tuple[int, TunnelAssignment] | None:
+        """(session id, assignment) for a new session, replacing an older one of its name."""
+        for old in [s for s in self._by_id.values() if s.name == session.name]:
+            old.close("replaced", now)
+        assignment = self.policy.assign(session.name)
+        if assignment is None:
+            return None
+        session_id = 0
+        while session_id == 0 or session_id in self._by_id:
+            session_id = secrets.randbits(32)
+        return session_id, assignment
+
+    def register(self, session: ServerSession) -> None:
+        self._by_id[session.session_id] = session
+        for packed in session.addresses:
+            self._by_addr[packed] = session
+
+    def session_closed(self, session: ServerSession) -> None:
+        self._conns.pop(session.conn, None)
+        if self._by_id.get(session.session_id) is session:
+            del self._by_id[session.session_id]
+        for packed in session.addresses:
+            if self._by_addr.get(packed) is session:
+                del self._by_addr[packed]
+        if session.assignment is not None:
+            self.policy.release(session.name)
