@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from fakes import host
+from tests.provision.fakes import host
 from provision.connection import (
     BecomeFailed, CommandFailed, HostUnreachable, SshRemote, SshSession, expand_proxy,
 )
