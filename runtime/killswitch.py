@@ -9,9 +9,10 @@ Rule 3: it is kernel state: it stays in force if the runtime dies, until `down` 
 Policy (Mullvad's, see docs/security.md there): output and forward drop except loopback, the
 tunnel interface, the server endpoints ONLY for packets carrying our fwmark (MUL-02-002),
 DHCPv4/v6, the IPv6 neighbour-discovery subset, LAN only with `allow_lan`; DNS (port 53) only
-to the tunnel's DNS through the tunnel (checked before LAN) and any other port-53 query
-redirected there (nat output); with no IPv6 in the tunnel, IPv6 is dropped except loopback,
-ND, DHCPv6 and (with allow_lan) the LAN. Input: packets to the tunnel address arriving on any
+to the tunnel's DNS (checked before LAN), any other port-53 query redirected there (nat
+output) and, after routing, port 53 let out through the tunnel only (postrouting dns-guard);
+with no IPv6 in the tunnel, IPv6 is dropped except loopback, ND, DHCPv6 and (with allow_lan)
+the LAN. Input: packets to the tunnel address arriving on any
 other interface are dropped (CVE-2019-14899), plus wg-quick's raw prerouting anti-spoof rule.
 Hardening: `net.ipv4.conf.all.arp_ignore=2`. The kernel uses max(conf/all, conf/<dev>) for
 arp_ignore, so `all` covers every interface, including ones that appear later: no interface
@@ -89,6 +90,7 @@ def ruleset(ks: KillSwitch) -> str:
         _chain("output", "filter hook output priority 0", "drop", _output(ks)),
         _chain("forward", "filter hook forward priority 0", "drop", _forward(ks)),
         _chain("dns-redirect", "nat hook output priority -100", "accept", _dns_redirect(ks)),
+        _chain("dns-guard", "filter hook postrouting priority 0", "accept", _dns_guard(ks)),
     ]
     return f"table inet {TABLE} {{\n" + "\n".join(chains) + "}\n"
 
@@ -130,17 +132,22 @@ def _output(ks: KillSwitch) -> list[str]:
               "ip6 saddr fe80::/10 ip6 daddr ff02::1:2 udp sport 546 udp dport 547 accept",
               "ip6 daddr ff02::2 icmpv6 type nd-router-solicit accept",
               "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept"]
-    return rules + _leak_policy(ks)
+    return rules + _leak_policy(ks, "")
 
 
 def _forward(ks: KillSwitch) -> list[str]:
-    return _leak_policy(ks) + [f"iifname {_q(ks.tunnel)} ct state established,related accept"]
+    return (_leak_policy(ks, f"oifname {_q(ks.tunnel)} ")
+            + [f"iifname {_q(ks.tunnel)} ct state established,related accept"])
 
 
-def _leak_policy(ks: KillSwitch) -> list[str]:
-    """Shared by output and forward: DNS only to the tunnel DNS, LAN opt-in, IPv6, the tunnel."""
+def _leak_policy(ks: KillSwitch, dns_via: str) -> list[str]:
+    """Shared by output and forward: DNS only to the tunnel DNS, LAN opt-in, IPv6, the tunnel.
+
+    In output, `oifname` still names the interface chosen before the DNS redirect re-routed
+    the packet, so there `dns_via` is empty and `dns-guard` checks the interface instead.
+    """
     tun = _q(ks.tunnel)
-    rules = [f"oifname {tun} {fam} daddr {_set(addrs)} meta l4proto {{ tcp, udp }} th dport 53 accept"
+    rules = [f"{dns_via}{fam} daddr {_set(addrs)} meta l4proto {{ tcp, udp }} th dport 53 accept"
              for fam, addrs in _by_family(ks.dns)]
     rules.append("meta l4proto { tcp, udp } th dport 53 drop")
     rules += _lan(ks, "daddr", v6_only=False)
@@ -163,6 +170,12 @@ def _dns_redirect(ks: KillSwitch) -> list[str]:
         rules.append(f"{fam} daddr != {_set(addrs)} meta l4proto {{ tcp, udp }} th dport 53 "
                      f"dnat {fam} to {addrs[0]}")
     return rules
+
+
+def _dns_guard(ks: KillSwitch) -> list[str]:
+    """After routing (and re-routing by the redirect): port 53 leaves only through the tunnel."""
+    return [f"meta mark {ks.fwmark:#x} return", f'oifname {{ "lo", {_q(ks.tunnel)} }} return',
+            "meta l4proto { tcp, udp } th dport 53 drop"]
 
 
 def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

@@ -133,11 +133,11 @@ def cmd_probe(config: str) -> None:
         netconf.configure(ipr, journal, tunnel_net(cfg["net"]))
         killswitch.engage(journal, kill_switch(cfg["killswitch"]))
     results = {p["name"]: _try_send(p) for p in cfg["probes"]}
-    seen = _read_one(tun, 0.5)
-    while tun.read() is not None:
-        pass
+    seen = []
+    while packet := _read_one(tun, 0.3):
+        seen.append(packet.hex())
     journal.unwind(undo.undoers())
-    print(json.dumps({"sent": results, "tun_first_packet": seen.hex()}))
+    print(json.dumps({"sent": results, "tun_packets": seen}))
 
 
 def _try_send(probe: dict[str, Any]) -> str:
