@@ -96,6 +96,8 @@ class Net:
         self.hold = False
         self.held: list[tuple[str, bytes, Any]] = []  # (direction "c2s"/"s2c", data, addr)
         self.replies_to: list[tuple[bytes, Any]] = []  # server datagrams to unknown addresses
+        self.hold_streams = False
+        self.held_streams: list[tuple[str, int, bytes]] = []  # ("c2s"/"s2c", conn, data)
 
     def connect(self, client: ClientCore, addr: tuple[str, int] = ("198.51.100.7", 40000)) -> ClientEnd:
         conn = len(self.ends) + 1
@@ -119,8 +121,7 @@ class Net:
 
     def _from_client(self, end: ClientEnd, out: Any) -> None:
         if isinstance(out, SendStream):
-            if end.connected:
-                self.server.receive_stream(end.conn, out.data, self.now)
+            self._stream("c2s", end.conn, out.data)
         elif isinstance(out, SendDatagram):
             self.datagram_to_server(out.data, end.addr)
         elif isinstance(out, WriteTun):
@@ -134,9 +135,7 @@ class Net:
 
     def _from_server(self, out: Any) -> None:
         if isinstance(out, SendStream):
-            end = self.ends[out.conn]
-            if end.connected:
-                end.core.receive_stream(out.data, self.now)
+            self._stream("s2c", out.conn, out.data)
         elif isinstance(out, SendDatagram):
             self.datagram_to_client(out.data, out.addr)
         elif isinstance(out, WriteTun):
@@ -148,6 +147,25 @@ class Net:
                 end.core.connection_lost(self.now)
         else:
             self.server_events.append(out)
+
+    def _stream(self, direction: str, conn: int, data: bytes, *, force: bool = False) -> None:
+        if self.hold_streams and not force:
+            self.held_streams.append((direction, conn, data))
+            return
+        end = self.ends[conn]
+        if not end.connected:
+            return
+        if direction == "c2s":
+            self.server.receive_stream(conn, data, self.now)
+        else:
+            end.core.receive_stream(data, self.now)
+
+    def release_stream(self) -> str:
+        """Deliver the oldest held stream chunk; return its direction."""
+        direction, conn, data = self.held_streams.pop(0)
+        self._stream(direction, conn, data, force=True)
+        self.pump()
+        return direction
 
     def datagram_to_server(self, data: bytes, addr: Any, *, force: bool = False) -> None:
         if self.hold and not force:
