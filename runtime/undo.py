@@ -44,11 +44,8 @@ class Step:
 
     @classmethod
     def from_json(cls, raw: Any) -> "Step":
-        try:
-            return cls(str(raw["kind"]), dict(raw["args"]), str(raw["says"]), str(raw["undo_says"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SystemSetupError(f"undo log: bad step {raw!r}: {exc}",
-                                   "restore by hand; the log is not readable") from exc
+        """The step in `raw`; KeyError, TypeError or ValueError if it is not one."""
+        return cls(str(raw["kind"]), dict(raw["args"]), str(raw["says"]), str(raw["undo_says"]))
 
 
 @dataclass
@@ -72,7 +69,11 @@ class Journal:
         if not isinstance(raw, dict) or raw.get("version") != STATE_VERSION:
             raise SystemSetupError(f"{path}: not a version {STATE_VERSION} undo log",
                                    "restore by hand, then delete the file")
-        return cls(Path(path), echo, [Step.from_json(s) for s in raw.get("steps", [])])
+        try:
+            return cls(Path(path), echo, [Step.from_json(s) for s in raw.get("steps", [])])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SystemSetupError(f"{path}: a step of the undo log lacks {exc}",
+                                   "restore by hand, then delete the file") from exc
 
     def record(self, step: Step) -> None:
         """Write `step` down (durably), then echo the command it stands for."""

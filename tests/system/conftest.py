@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -28,3 +29,19 @@ def held(ns: str) -> Iterator[list[nslab.Held]]:
     finally:
         for h in started:
             h.kill()
+
+
+def machine_network() -> dict[str, str]:
+    """What the system tests must never change in the machine's own namespace (read only)."""
+    def read(*argv: str) -> str:
+        return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+
+    return {"rules4": read("ip", "-4", "rule", "show"), "rules6": read("ip", "-6", "rule", "show"),
+            "nft": read("nft", "list", "ruleset"), "tun": read("ip", "-o", "link", "show", "type", "tun"),
+            "routes": read("ip", "route", "show", "table", "all")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def machine_network_before() -> dict[str, str]:
+    """The machine's own namespace as the system tests found it."""
+    return machine_network()

@@ -42,7 +42,7 @@ from pyroute2 import IPRoute  # noqa: E402  (only after the namespace check)
 
 from runtime import dns, killswitch, netconf, undo  # noqa: E402
 from runtime.errors import VpnError  # noqa: E402
-from runtime.tun import open_tun  # noqa: E402
+from runtime.tun import VNET_HDR_SIZE, open_tun  # noqa: E402
 
 
 def tunnel_net(cfg: dict[str, Any]) -> netconf.TunnelNet:
@@ -109,7 +109,10 @@ def cmd_tun_io(name: str, *opts: str) -> None:
             name, ("10.77.0.1/24",), routing=netconf.SplitTunnel(())))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.sendto(b"hello tun", ("10.77.0.2", 4000))
+    skip = VNET_HDR_SIZE if tun.vnet_hdr else 0
     packet = _read_one(tun)
+    while packet and packet[skip] >> 4 != 4:  # the link's own IPv6 chatter
+        packet = _read_one(tun)
     journal.unwind(undo.undoers())
     print(json.dumps({"packet": packet.hex(), "vnet_hdr": tun.vnet_hdr}))
 
