@@ -23,7 +23,6 @@ about to be written has been loaded back and validated.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,7 +39,10 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from runtime.pin import PIN
+from runtime.proto.config import TRANSPORTS
+from runtime.proto.keys import CIPHERS
 from runtime.validate import (
+    IpNetwork,
     Where,
     boolean,
     choice,
@@ -62,9 +64,6 @@ from runtime.validate import (
 
 KIND = "selfvpn-bundle"
 VERSION = 1
-CIPHERS = ("aes-256-gcm", "chacha20-poly1305")
-TRANSPORTS = ("udp", "tcp")
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _TOP_REQUIRED = ("version", "kind", "name", "issued", "expires", "servers", "ca", "cert")
 _TOP_OPTIONAL = ("tunnel", "key", "key_file")
@@ -87,7 +86,7 @@ class TunnelSettings:
     cipher: str = "aes-256-gcm"
     transport: str = "udp"
     full_tunnel: bool = True
-    routes: tuple[Network, ...] = ()
+    routes: tuple[IpNetwork, ...] = ()
     kill_switch: bool = True
     allow_lan: bool = False
     dns: bool = True

@@ -28,6 +28,8 @@ import yaml
 from runtime.errors import ConfigError
 
 T = TypeVar("T")
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_FILE_BYTES = 1 << 20
 CLIENT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")

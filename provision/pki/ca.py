@@ -70,7 +70,8 @@ def create_or_load_ca(
     if cert_path.exists():
         return load_ca(directory, passphrase)
     if spec.key_type not in KEY_TYPES:
-        raise PkiError(f"CA key type {spec.key_type!r} unknown", f"use one of {', '.join(KEY_TYPES)}")
+        hint = f"use one of {', '.join(KEY_TYPES)}"
+        raise PkiError(f"CA key type {spec.key_type!r} unknown", hint)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     if key_path.exists():  # an earlier init stopped here: keep the key, finish the job
         key = read_key(key_path, passphrase)

@@ -56,7 +56,7 @@ def sign_server_csr(
 ) -> str:
     """Sign a server's CSR: CN and a DNS SAN of `server_name`, plus `sans` (names or IPs)."""
     if not HOSTNAME.fullmatch(server_name):
-        raise PkiError(f"server name {server_name!r} is not a DNS name", "use e.g. vps1.example.net")
+        raise PkiError(f"server name {server_name!r} is not a DNS name", "e.g. vps1.example.net")
     public_key = csr_public_key(csr_pem, f"server {server_name}")
     spec = CertSpec(server_name, "server", public_key, days, alt_names(server_name, sans))
     return issue(ca, spec, now or utcnow())
@@ -89,7 +89,7 @@ def csr_public_key(csr_pem: str | bytes, whose: str) -> PublicKey:
         key = csr.public_key()
         valid = csr.is_signature_valid
     except ValueError:
-        raise PkiError(f"CSR of {whose} does not parse", "send the PEM certificate request") from None
+        raise PkiError(f"CSR of {whose} does not parse", "send the PEM request itself") from None
     if not valid:
         raise PkiError(f"CSR of {whose} has a bad signature", "make the request again")
     return check_public_key(key, whose)
@@ -102,7 +102,7 @@ def check_public_key(key: object, whose: str) -> PublicKey:
         return key
     if isinstance(key, rsa.RSAPublicKey) and key.key_size >= 2048:
         return key
-    raise PkiError(f"CSR of {whose}: key type not accepted", "use ECDSA P-256, Ed25519 or RSA 2048+")
+    raise PkiError(f"CSR of {whose}: key type not accepted", "use ECDSA P-256, Ed25519, RSA 2048+")
 
 
 def alt_names(server_name: str, sans: Iterable[str]) -> tuple[x509.GeneralName, ...]:
@@ -162,11 +162,11 @@ def subject(name: str) -> x509.Name:
 
 
 def extensions(ca: Ca, spec: CertSpec) -> list[tuple[x509.ExtensionType, bool]]:
-    purpose = ExtendedKeyUsageOID.SERVER_AUTH if spec.kind == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
+    purpose = {"server": ExtendedKeyUsageOID.SERVER_AUTH, "client": ExtendedKeyUsageOID.CLIENT_AUTH}
     found: list[tuple[x509.ExtensionType, bool]] = [
         (x509.BasicConstraints(ca=False, path_length=None), True),
         (key_usage(ca=False), True),
-        (x509.ExtendedKeyUsage([purpose]), False),
+        (x509.ExtendedKeyUsage([purpose[spec.kind]]), False),
         (x509.SubjectKeyIdentifier.from_public_key(spec.public_key), False),
         (x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), False),
     ]

@@ -100,8 +100,9 @@ def build_crl(ca: Ca, roster: Roster, now: datetime) -> x509.CertificateRevocati
         )
     )
     for cert in roster.revoked():
+        assert cert.revoked_at is not None
         revoked = x509.RevokedCertificateBuilder().serial_number(cert.serial)
-        builder = builder.add_revoked_certificate(revoked.revocation_date(cert.revoked_at).build())  # type: ignore[arg-type]
+        builder = builder.add_revoked_certificate(revoked.revocation_date(cert.revoked_at).build())
     return builder.sign(ca.key, signing_hash(ca.key))
 
 

@@ -91,7 +91,9 @@ class Roster:
         return replace(self, certs=tuple(marked))
 
 
-def expiring(roster: Roster, now: datetime, within: timedelta = RENEW_BEFORE) -> tuple[IssuedCert, ...]:
+def expiring(
+    roster: Roster, now: datetime, within: timedelta = RENEW_BEFORE
+) -> tuple[IssuedCert, ...]:
     """Live certificates that expire within `within` of `now`: the ones to renew."""
     return tuple(c for c in roster.certs if c.live(now) and c.not_after - now <= within)
 
