@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,8 +152,8 @@ def set_link(ipr: IPRoute, journal: Journal, ifname: str, *, mtu: int, txqueuele
     if old == new:
         return
     step = Step("link", {"ifname": ifname, **old}, _link_says(ifname, new), _link_says(ifname, old))
-    _apply(ipr, journal, step, lambda: ipr.link("set", index=_index(ipr, ifname), mtu=mtu,
-                                                txqlen=txqueuelen, state="up" if up else "down"))
+    _apply(journal, step, lambda: ipr.link("set", index=_index(ipr, ifname), mtu=mtu,
+                                           txqlen=txqueuelen, state="up" if up else "down"))
 
 
 def add_address(ipr: IPRoute, journal: Journal, ifname: str, cidr: str) -> None:
@@ -161,8 +161,8 @@ def add_address(ipr: IPRoute, journal: Journal, ifname: str, cidr: str) -> None:
     args = {"ifname": ifname, "address": str(iface.ip), "prefixlen": iface.network.prefixlen}
     says = f"ip -{iface.version} address {{}} {iface.with_prefixlen} dev {ifname}"
     step = Step("address", args, says.format("add"), says.format("del"))
-    _apply(ipr, journal, step, lambda: ipr.addr("add", index=_index(ipr, ifname),
-                                                address=args["address"], prefixlen=args["prefixlen"]))
+    _apply(journal, step, lambda: ipr.addr("add", index=_index(ipr, ifname),
+                                           address=args["address"], prefixlen=args["prefixlen"]))
 
 
 def add_route(ipr: IPRoute, journal: Journal, ifname: str, cidr: str, table: int) -> None:
@@ -171,18 +171,18 @@ def add_route(ipr: IPRoute, journal: Journal, ifname: str, cidr: str, table: int
     t = "main" if table == MAIN_TABLE else str(table)
     says = f"ip -{net.version} route {{}} {net} dev {ifname} table {t}"
     step = Step("route", args, says.format("add"), says.format("del"))
-    _apply(ipr, journal, step, lambda: ipr.route("add", **_route_kw(ipr, args)))
+    _apply(journal, step, lambda: ipr.route("add", **_route_kw(ipr, args)))
 
 
 def add_rule(ipr: IPRoute, journal: Journal, rule: Rule) -> None:
     if _rule_exists(ipr, rule):
-        raise SystemSetupError(f"{rule.ip_args().format('')}: the rule exists already",
+        raise SystemSetupError(f"{rule.ip_args().format('add')}: the rule exists already",
                                "run `vpn-runtime down`, or delete the rule if it is not ours")
     args = {"family": rule.family, "priority": rule.priority, "table": rule.table,
             "fwmark": rule.fwmark, "invert": rule.invert,
             "suppress_prefixlength": rule.suppress_prefixlength}
     step = Step("rule", args, rule.ip_args().format("add"), rule.ip_args().format("del"))
-    _apply(ipr, journal, step, lambda: ipr.rule("add", **rule.netlink()))
+    _apply(journal, step, lambda: ipr.rule("add", **rule.netlink()))
 
 
 def set_sysctl(journal: Journal, key: str, value: str, proc_sys: Path = PROC_SYS) -> None:
@@ -249,7 +249,7 @@ class _Gone(SystemSetupError):
     """The device a change refers to does not exist."""
 
 
-def _apply(ipr: IPRoute, journal: Journal, step: Step, change: Any) -> None:
+def _apply(journal: Journal, step: Step, change: Callable[[], object]) -> None:
     """Record `step`, make the change; forget the step again if the change failed."""
     journal.record(step)
     try:
@@ -271,7 +271,7 @@ def _setup_error(says: str, exc: Exception) -> Exception:
     return SystemSetupError(f"{says}: {exc}")
 
 
-def _ignore_gone(change: Any) -> None:
+def _ignore_gone(change: Callable[[], object]) -> None:
     try:
         change()
     except _Gone:

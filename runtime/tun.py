@@ -36,6 +36,7 @@ TUN_F_TSO6 = 0x04
 
 IFNAMSIZ = 16
 VNET_HDR_SIZE = 12  # struct virtio_net_hdr_v1 (num_buffers included); set by TUNSETVNETHDRSZ
+MAX_PACKET = 65535  # an IP packet, or a TSO super-packet with vnet_hdr
 _IFREQ = struct.Struct(f"{IFNAMSIZ}sH22x")
 
 
@@ -47,10 +48,10 @@ class Tun:
     name: str
     vnet_hdr: bool = False
 
-    def read(self, size: int = 65536) -> bytes | None:
-        """One packet, or None when none is waiting."""
+    def read(self, size: int = 0) -> bytes | None:
+        """One packet (at most `size` bytes; 0: the largest one), or None when none is waiting."""
         try:
-            return os.read(self.fd, size)
+            return os.read(self.fd, size or MAX_PACKET + (VNET_HDR_SIZE if self.vnet_hdr else 0))
         except BlockingIOError:
             return None
 

@@ -100,6 +100,8 @@ class Journal:
             step = self.steps.pop()
             try:
                 self.say(step.undo_says)
+                if step.kind not in undoers:
+                    raise SystemSetupError(f"unknown kind of step {step.kind!r}")
                 undoers[step.kind](step.args)
             except Exception as exc:  # noqa: BLE001 - collected, reported below
                 failed.append((step, exc))

@@ -64,6 +64,16 @@ def _probe_config(state: str) -> dict:
     }
 
 
+def physical_link(ns: str) -> None:
+    """A "physical" link on 192.0.2.0/24 (and 2001:db8::/64), the default route behind it."""
+    nslab.in_ns(ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
+    nslab.in_ns(ns, "ip", "address", "add", "192.0.2.10/24", "dev", "eth0")
+    nslab.in_ns(ns, "ip", "address", "add", "2001:db8::10/64", "dev", "eth0", "nodad")
+    for link in ("eth0", "eth0p", "lo"):
+        nslab.in_ns(ns, "ip", "link", "set", link, "up")
+    nslab.in_ns(ns, "ip", "route", "add", "default", "via", "192.0.2.254")
+
+
 def _destination(packet_hex: str) -> tuple[str, int]:
     packet = bytes.fromhex(packet_hex)
     return str(ipaddress.IPv4Address(packet[16:20])), int.from_bytes(packet[22:24], "big")
@@ -71,13 +81,7 @@ def _destination(packet_hex: str) -> tuple[str, int]:
 
 def test_what_the_kill_switch_lets_out_over_a_full_tunnel(ns, tmp_path):
     """MUL-02-002, LAN, IPv6 leak and DNS redirect, as the kernel decides them on sendto()."""
-    # A "physical" link on 192.0.2.0/24 with the default routes of the host behind it.
-    nslab.in_ns(ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
-    nslab.in_ns(ns, "ip", "address", "add", "192.0.2.10/24", "dev", "eth0")
-    nslab.in_ns(ns, "ip", "address", "add", "2001:db8::10/64", "dev", "eth0", "nodad")
-    for link in ("eth0", "eth0p", "lo"):
-        nslab.in_ns(ns, "ip", "link", "set", link, "up")
-    nslab.in_ns(ns, "ip", "route", "add", "default", "via", "192.0.2.254")
+    physical_link(ns)
     before = nslab.snapshot(ns)
 
     out = nslab.agent(ns, "probe", json.dumps(_probe_config(str(tmp_path / "state.json"))))
@@ -98,11 +102,7 @@ def test_what_the_kill_switch_lets_out_over_a_full_tunnel(ns, tmp_path):
 
 def test_before_routes_exist_unmarked_packets_cannot_reach_the_server(ns, tmp_path):
     """Connecting: no tunnel routes yet; an unprivileged app must not reach the relay (MUL-02-002)."""
-    nslab.in_ns(ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
-    nslab.in_ns(ns, "ip", "address", "add", "192.0.2.10/24", "dev", "eth0")
-    for link in ("eth0", "eth0p", "lo"):
-        nslab.in_ns(ns, "ip", "link", "set", link, "up")
-    nslab.in_ns(ns, "ip", "route", "add", "default", "via", "192.0.2.254")
+    physical_link(ns)
     cfg = _probe_config(str(tmp_path / "state.json"))
     cfg["net"]["routing"] = {"kind": "split", "cidrs": []}
     cfg["probes"] = cfg["probes"][:3]
