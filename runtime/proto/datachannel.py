@@ -4,6 +4,8 @@ Rule 1: seal is one struct.pack and one AEAD call; open is one struct.unpack, a 
         one AEAD call and a replay update. Nothing else runs per packet.
 Rule 2: a counter is used once per key: it starts at 0 per epoch, only grows, and at
         `reject_packets` sealing stops (returns None, sets `exhausted`) instead of wrapping.
+        The receiver does not enforce the sender's limit (configs may differ); its replay
+        window refuses only counters no u64 can reach (WireGuard's REJECT_AFTER_MESSAGES).
 Rule 3: a datagram that is short, for another session, of unknown type or epoch, a replay,
         or fails authentication is counted in `drops` by reason and dropped; open never raises.
 Rule 4: at most three epochs are live for receiving: the previous (until its grace ends),
@@ -20,7 +22,7 @@ from cryptography.exceptions import InvalidTag
 
 from runtime.proto.config import Limits
 from runtime.proto.keys import Aead, make_aead
-from runtime.proto.replay import ReplayWindow
+from runtime.proto.replay import RECEIVE_LIMIT, ReplayWindow
 from runtime.proto.wire import DG_DATA, DG_KEEPALIVE, HEADER, MIN_DATAGRAM, NONCE_PREFIX
 
 
@@ -58,7 +60,7 @@ class DataChannel:
     def install(self, number: int, seal_key: bytes, open_key: bytes, now: float, *, active: bool) -> None:
         """Add epoch `number`; seal with it now if `active`, else once the peer uses it."""
         epoch = Epoch(number, make_aead(self.cipher, seal_key), make_aead(self.cipher, open_key),
-                      self._reject, now)
+                      RECEIVE_LIMIT, now)
         self._by_tag[epoch.tag] = epoch
         self.pending = epoch
         if active or self.current is None:

@@ -162,7 +162,8 @@ class RekeyRequest:
     reason: str
 
     def problem(self) -> str | None:
-        return None if len(self.reason) <= 64 else "reason"
+        ok = len(self.reason) <= 64 and self.reason.isascii() and self.reason.isprintable()
+        return None if ok else "reason"
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from runtime.proto.faults import ProtocolViolation
 from runtime.proto.keys import derive
 from runtime.proto.timers import Liveness, earliest
 from runtime.proto.stats import SessionStats, Traffic
-from runtime.proto.wire import DG_DATA, DG_KEEPALIVE, F_BYE, F_DATA, F_KEEPALIVE
+from runtime.proto.wire import DG_DATA, DG_KEEPALIVE, F_BYE, F_DATA, F_KEEPALIVE, MAX_BODY
 
 HANDSHAKING = "handshaking"  # TLS running
 WAITING = "waiting"  # TLS up and peer accepted; hello/welcome not yet done
@@ -133,7 +133,7 @@ class Peer:
         self.state = ESTABLISHED
 
     def derive(self, shared: bytes, epoch: int, client_public: bytes, server_public: bytes) -> tuple[bytes, bytes]:
-        """(client-to-server, server-to-client) keys of `epoch`; marks the key time."""
+        """(client-to-server, server-to-client) keys of `epoch` in this session."""
         return derive(shared, session_id=self.session_id, epoch=epoch,
                       client_public=client_public, server_public=server_public)
 
@@ -159,7 +159,10 @@ class Peer:
         return opened
 
     def send_stream_packet(self, packet: bytes, now: float) -> None:
-        """Send `packet` in a DATA frame (TCP transport)."""
+        """Send `packet` in a DATA frame (TCP transport); a packet over MAX_BODY is dropped."""
+        if len(packet) > MAX_BODY:
+            self.drops["too-big"] += 1
+            return
         self.channel.send_frame(F_DATA, packet)
         self.live.last_sent = now
         self.traffic.sent(len(packet))

@@ -14,6 +14,7 @@ WORD_BITS = 64
 WORDS = BITS_TOTAL // WORD_BITS
 WINDOW = BITS_TOTAL - WORD_BITS
 _RING = WORDS - 1
+RECEIVE_LIMIT = 2**64 - WINDOW - 1  # WireGuard's REJECT_AFTER_MESSAGES: no u64 counter reaches it
 
 
 class ReplayWindow:
@@ -41,8 +42,9 @@ class ReplayWindow:
         index = counter >> 6
         if counter > self._top:
             current = self._top >> 6
-            for i in range(1, min(index - current, WORDS) + 1):
-                self._words[(current + i) & _RING] = 0
+            if index != current:  # the top moves into new words: clear them (at most all)
+                for i in range(current + 1, min(index, current + WORDS) + 1):
+                    self._words[i & _RING] = 0
             self._top = counter
         self._words[index & _RING] |= 1 << (counter & 63)
 

@@ -59,15 +59,7 @@ class ServerSession(Peer):
     # -- handshake ------------------------------------------------------------------------
     def _on_hello(self, hello: messages.Hello, now: float) -> None:
         config = self.host.config
-        cipher = next((c for c in config.ciphers if c in hello.ciphers), None)
-        if cipher is None:
-            raise Refused("no-common-cipher")
-        admitted = self.host.admit(self, now)
-        if admitted is None:
-            raise Refused("no-address")
-        self.session_id, self.assignment = admitted
-        self.addresses = self.assignment.packed_addresses()
-        self.transport = hello.transport
+        cipher = self._admit(hello, now)
         ephemeral = Ephemeral()
         client_public = messages.decode_key(hello.public_key) or b""
         c2s, s2c = self.derive(ephemeral.exchange(client_public), 0, client_public, ephemeral.public)
@@ -76,8 +68,21 @@ class ServerSession(Peer):
         self.keyed_at = now
         self.channel.send(self._welcome(cipher, ephemeral.public))
         self.host.register(self)
-        self.out.append(HandshakeCompleted(self.session_id, self.name, self.assignment, self.transport,
+        self.out.append(HandshakeCompleted(self.session_id, self.name, self.assignment, self.transport,  # type: ignore[arg-type]
                                            config.mtu, config.data_port, self.conn))
+
+    def _admit(self, hello: messages.Hello, now: float) -> str:
+        """The cipher chosen; takes a session id and an assignment, or raises Refused."""
+        cipher = next((c for c in self.host.config.ciphers if c in hello.ciphers), None)
+        if cipher is None:
+            raise Refused("no-common-cipher")
+        admitted = self.host.admit(self, now)
+        if admitted is None:
+            raise Refused("no-address")
+        self.session_id, self.assignment = admitted
+        self.addresses = self.assignment.packed_addresses()
+        self.transport = hello.transport
+        return cipher
 
     def _welcome(self, cipher: str, public: bytes) -> messages.Welcome:
         config, limits = self.host.config, self.host.config.limits

@@ -139,3 +139,18 @@ def test_core_never_writes_tun_for_control_traffic(net, connect):
     end = connect(net)
     net.advance(100)
     assert not [o for o in end.events + net.server_events if isinstance(o, WriteTun)]
+
+
+def test_no_common_cipher_refuses(pki, server_cert, connect):
+    from runtime.proto import ServerConfig
+
+    net = Net(make_server(pki, server_cert, ServerConfig(ciphers=("aes-256-gcm",))))
+    end = connect(net, ciphers=("chacha20-poly1305",))
+    assert [e.reason for e in end.of(HandshakeFailed)] == ["no-common-cipher"]
+
+
+def test_chacha20_poly1305_carries_data(net, connect):
+    end = connect(net, ciphers=("chacha20-poly1305",))
+    assert end.core.data.cipher == "chacha20-poly1305"
+    net.client_sends(end, ipv4(end.address, OUT))
+    assert len(net.server_tun) == 1
