@@ -261,3 +261,8 @@ class SshRemote:
     def _say(self, line: str) -> None:
         if self._echo is not None:
             self._echo(line)
+
+
+def connect(host: Host, echo: Echo | None = None, timeout: float = CONNECT_TIMEOUT) -> SshRemote:
+    """An open `SshRemote` to `host` (raises `HostUnreachable` or `BecomeFailed`)."""
+    return SshRemote(host, echo=echo, timeout=timeout).open()

@@ -202,18 +202,22 @@ class Journal:
 
     def record(self, record: UndoRecord, step: str = "") -> None:
         """Append one entry; returns only once it is on the host's disk."""
-        line = Entry(record, step, self.clock()).line()
-        root, path = q(self.state.root), q(self.state.journal)
-        self.remote.run(f"umask 077 && mkdir -p {root} && printf '%s\\n' {q(line)} >> {path}")
+        self.remote.run(self.record_command(self.state, Entry(record, step, self.clock())))
+
+    @staticmethod
+    def record_command(state: StateDir, entry: Entry) -> str:
+        """The one command that appends `entry` (see Rule 2)."""
+        root, path = q(state.root), q(state.journal)
+        return f"umask 077 && mkdir -p {root} && printf '%s\\n' {q(entry.line())} >> {path}"
 
     def entries(self) -> tuple[Entry, ...]:
         path = q(self.state.journal)
         text = self.remote.run(f"if [ -f {path} ]; then cat {path}; fi").stdout
         return parse_journal(text, f"{self.remote.name}:{self.state.journal}")
 
-    def teardown_commands(self) -> tuple[str, ...]:
+    def teardown_commands(self, entries: tuple[Entry, ...]) -> tuple[str, ...]:
         """Every undo command, newest change first, then the removal of our state dir."""
-        steps = [cmd for entry in reversed(self.entries()) for cmd in entry.record.commands()]
+        steps = [cmd for entry in reversed(entries) for cmd in entry.record.commands()]
         return (*steps, self.forget_command())
 
     def forget_command(self) -> str:
@@ -221,11 +225,21 @@ class Journal:
         return f"rm -f {q(state.journal)} && rm -rf {q(state.backups)} && rmdir {q(state.root)} 2>/dev/null || true"
 
     def teardown(self, check: bool = False) -> tuple[str, ...]:
-        """Undo every journaled change (or, with `check`, only list the commands)."""
-        commands = self.teardown_commands()
-        for cmd in () if check else commands:
-            result = self.remote.run(cmd, check=False)
-            if result.rc != 0:
-                detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
-                raise JournalError(f"{self.remote.name}: teardown step failed (exit {result.rc}): {cmd}: {detail[0]}")
-        return commands
+        """Undo every journaled change, newest first, then forget the journal (with
+        `check`, only list the commands).  Returns the commands."""
+        entries = self.entries()
+        for entry in () if check else reversed(entries):
+            self.undo_entry(entry)
+        if not check:
+            self._run(self.forget_command())
+        return self.teardown_commands(entries)
+
+    def undo_entry(self, entry: Entry) -> None:
+        for cmd in entry.record.commands():
+            self._run(cmd)
+
+    def _run(self, cmd: str) -> None:
+        result = self.remote.run(cmd, check=False)
+        if result.rc != 0:
+            detail = ((result.stderr or result.stdout).strip().splitlines() or [""])[-1]
+            raise JournalError(f"{self.remote.name}: teardown step failed (exit {result.rc}): {cmd}: {detail}")

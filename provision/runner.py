@@ -1,0 +1,186 @@
+"""The runner: one playbook against many hosts in parallel, each host's steps in order.
+
+Rule 1: hosts run in a thread pool (`forks`, 5 by default as in Ansible); a host that is
+unreachable or fails stops there, and the others go on.
+Rule 2: a host's steps are rendered (vars, `when`) before its first command, so a
+playbook error changes nothing on it.
+Rule 3: handlers run once, after the host's last step, in the order they are written,
+and only if a step that notifies them changed (and the host did not fail).
+Rule 4: the run ends with the recap; if any host failed or was unreachable it raises
+`PlayFailed` (a `HostFailed`, carrying the recap) for a non-zero exit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from provision.connection import Echo, HostUnreachable, Remote
+from provision.errors import HostFailed, PlaybookError, ProvisionError
+from provision.guard import GUARD_TIMEOUT, LockoutGuard
+from provision.inventory import Host
+from provision.journal import Journal, utc_now
+from provision.operation import Change, Context, NoChange
+from provision.plan import Applier, shown
+from provision.playbook import Planned, Playbook
+from provision.recap import Console, HostStats, Recap
+
+Connector = Callable[[Host, Echo | None], Remote]
+
+
+class PlayFailed(HostFailed):
+    """Some hosts failed or were unreachable; `recap` has every host's counters."""
+
+    def __init__(self, recap: Recap) -> None:
+        broken = [name for name, stats in recap.hosts if stats.broken]
+        super().__init__(f"{len(broken)} of {len(recap.hosts)} hosts did not finish: {', '.join(broken)}",
+                         "see the failed and unreachable lines above, and the recap")
+        self.recap = recap
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    check: bool = False
+    forks: int = 5
+    ctx: Context = Context()
+    guard_timeout: int = GUARD_TIMEOUT
+    clock: Callable[[], str] = utc_now  # journal timestamps
+
+
+def run_playbook(
+    playbook: Playbook, hosts: Sequence[Host], connect: Connector, console: Console,
+    options: RunOptions = RunOptions(),
+) -> Recap:
+    """Play `playbook` on `hosts`; print lines and the recap; raise `PlayFailed` on failure."""
+    def play(host: Host) -> HostStats:
+        return HostRun(playbook, host, connect, console, options).play()
+
+    return _in_parallel(hosts, play, console, options.forks)
+
+
+def run_teardown(hosts: Sequence[Host], connect: Connector, console: Console,
+                 options: RunOptions = RunOptions()) -> Recap:
+    """Replay each host's journal backwards (see `provision.journal`), in parallel."""
+    def undo(host: Host) -> HostStats:
+        return _teardown_host(host, connect, console, options)
+
+    return _in_parallel(hosts, undo, console, options.forks)
+
+
+def _in_parallel(hosts: Sequence[Host], work: Callable[[Host], HostStats], console: Console, forks: int) -> Recap:
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts) or 1))) as pool:
+        results = list(pool.map(work, hosts))
+    recap = Recap(tuple((host.name, stats) for host, stats in zip(hosts, results)))
+    console.recap(recap)
+    if any(stats.broken for stats in results):
+        raise PlayFailed(recap)
+    return recap
+
+
+def _open(host: Host, connect: Connector, console: Console) -> Remote | HostStats:
+    """A connected Remote, or the stats of a host we could not get into."""
+    try:
+        return connect(host, console.echo_for(host.name))
+    except HostUnreachable as exc:
+        console.status("unreachable", host.name, "connect", exc.message)
+        return HostStats(unreachable=1)
+    except ProvisionError as exc:
+        console.status("failed", host.name, "connect", exc.line())
+        return HostStats(failed=1)
+
+
+def _teardown_host(host: Host, connect: Connector, console: Console, options: RunOptions) -> HostStats:
+    remote = _open(host, connect, console)
+    if isinstance(remote, HostStats):
+        return remote
+    journal, stats = Journal(remote, options.ctx.state, options.clock), HostStats()
+    try:
+        entries = journal.entries()
+        for entry in reversed(entries):
+            if not options.check:
+                journal.undo_entry(entry)
+            console.status("changed", host.name, f"undo {entry.record.kind}", entry.step)
+            stats = stats.bump("ok", "changed")
+        if not options.check:
+            remote.run(journal.forget_command())
+        return stats.bump("ok")
+    except ProvisionError as exc:
+        console.status("failed", host.name, "teardown", exc.line())
+        return stats.bump("unreachable" if isinstance(exc, HostUnreachable) else "failed")
+    finally:
+        remote.close()
+
+
+class HostRun:
+    """One host's run: its steps in order, then its notified handlers."""
+
+    def __init__(self, playbook: Playbook, host: Host, connect: Connector, console: Console,
+                 options: RunOptions) -> None:
+        self.playbook, self.host, self.connect = playbook, host, connect
+        self.console, self.options = console, options
+        self.stats = HostStats()
+        self.notified: set[str] = set()
+
+    def play(self) -> HostStats:
+        try:
+            steps, handlers = self.playbook.for_host({**self.host.vars, "inventory_hostname": self.host.name})
+        except PlaybookError as exc:
+            self.console.status("failed", self.host.name, "playbook", exc.line())
+            return self.stats.bump("failed")
+        remote = _open(self.host, self.connect, self.console)
+        if isinstance(remote, HostStats):
+            return remote
+        try:
+            self._play(self._applier(remote), steps, handlers)
+        finally:
+            remote.close()
+        return self.stats
+
+    def _applier(self, remote: Remote) -> Applier:
+        def reconnect() -> Remote:
+            return self.connect(self.host, self.console.echo_for(self.host.name))
+
+        guard = LockoutGuard(remote, reconnect, self.options.guard_timeout)
+        return Applier(remote, Journal(remote, self.options.ctx.state, self.options.clock), self.options.ctx,
+                       self.options.check, guard)
+
+    def _play(self, applier: Applier, steps: tuple[Planned, ...], handlers: dict[str, Planned]) -> None:
+        for planned in steps:
+            if not self._step(applier, planned):
+                return
+        for name, handler in handlers.items():
+            if name in self.notified and not self._step(applier, handler):
+                return
+
+    def _step(self, applier: Applier, planned: Planned) -> bool:
+        """Run one step; False when the host must stop here."""
+        step, name = planned.step, self.host.name
+        if planned.operation is None:
+            self.console.status("skipping", name, step.name, f"when: {step.when.text}" if step.when else "")
+            self.stats = self.stats.bump("skipped")
+            return True
+        try:
+            outcome = applier.execute(planned.operation, step.name)
+        except ProvisionError as exc:
+            counter = "unreachable" if isinstance(exc, HostUnreachable) else "failed"
+            self.console.status("unreachable" if counter == "unreachable" else "failed", name, step.name, exc.line())
+            self.stats = self.stats.bump(counter)
+            return False
+        self._report(planned, outcome)
+        return True
+
+    def _report(self, planned: Planned, outcome: Any) -> None:
+        step, name = planned.step, self.host.name
+        if isinstance(outcome, NoChange):
+            self.console.status("ok", name, step.name, outcome.reason if self.console.verbose else "")
+            self.stats = self.stats.bump("ok")
+            return
+        assert isinstance(outcome, Change)
+        self.console.status("changed", name, step.name, outcome.description)
+        self.console.show_diff(outcome.diff)
+        if self.options.check and self.console.verbose:
+            self.console.lines(f"[{name}] [check] would run: {line}" for line in shown(outcome))
+        self.stats = self.stats.bump("ok", "changed")
+        self.notified.update(step.notify)
