@@ -14,6 +14,7 @@ Rule 4: with -v each command is echoed before it runs (`[#] cmd`, as wg-quick do
 from __future__ import annotations
 
 import os
+import select
 import shlex
 import socket
 import threading
@@ -132,16 +133,19 @@ class SshSession:
         if host.key_file:
             kwargs["key_filename"] = os.path.expanduser(host.key_file)
         if host.proxy_command:
-            kwargs["sock"] = paramiko.ProxyCommand(expand_proxy(host.proxy_command, host))
+            kwargs["sock"] = _proxy(expand_proxy(host.proxy_command, host))
         self.host = host
         self._conn = fabric.Connection(
             host.address, user=host.user, port=host.port,
             connect_timeout=timeout, connect_kwargs=kwargs,
         )
+        # Fabric checks no host keys at all; a key we know that has changed must stop us.
+        self._conn.client.load_system_host_keys()
         self._conn.open()
 
     def exec(self, cmd: str, stdin: bytes) -> tuple[int, bytes, bytes]:
-        channel = self._conn.client.get_transport().open_session()
+        transport = self._conn.client.get_transport()
+        channel = transport.open_session()
         channel.exec_command(cmd)
         feeder = threading.Thread(target=_feed, args=(channel, stdin), daemon=True)
         feeder.start()
@@ -151,10 +155,28 @@ class SshSession:
         out = channel.makefile("rb").read()
         reader.join()
         feeder.join()
-        return channel.recv_exit_status(), out, b"".join(errors)
+        rc = channel.recv_exit_status()
+        if rc == -1 and not transport.is_active():
+            raise EOFError("the connection was lost while a command ran")
+        return rc, out, b"".join(errors)
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _proxy(command: str) -> object:
+    """paramiko's ProxyCommand, except that the command's end is an end of stream: stock
+    `recv` spins on EOF and never reports it, so a dead proxy would hang every read."""
+    import paramiko
+
+    class EofProxyCommand(paramiko.ProxyCommand):
+        def recv(self, size: int) -> bytes:
+            stdout = self.process.stdout
+            if not select.select([stdout], [], [], self.timeout)[0]:
+                raise socket.timeout()
+            return os.read(stdout.fileno(), size)  # b"" at EOF: paramiko raises EOFError
+
+    return EofProxyCommand(command)
 
 
 def _feed(channel: object, data: bytes) -> None:
