@@ -363,15 +363,21 @@ def _build(tree: _Tree) -> Inventory:
     return Inventory(tree.source, MappingProxyType(hosts), MappingProxyType(groups))
 
 
-def parse_inventory(text: str, source: str) -> Inventory:
-    """Parse an inventory from YAML `text`; `source` names the file in errors."""
-    tree = _Tree(source)
+def _load_yaml(text: str, source: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise InventoryError(f"{source}: not valid YAML: {exc}".replace("\n", " ")) from None
     if not isinstance(data, dict) or not data:
-        raise InventoryError(f"{source}: expected a mapping with an 'all:' group", "see inventory/example.yml")
+        raise InventoryError(f"{source}: expected a mapping with an 'all:' group",
+                             "start the file with `all:` and its hosts, vars and children")
+    return data
+
+
+def parse_inventory(text: str, source: str) -> Inventory:
+    """Parse an inventory from YAML `text`; `source` names the file in errors."""
+    tree = _Tree(source)
+    data = _load_yaml(text, source)
     tree.group_vars.setdefault("all", {})
     tree.group_hosts.setdefault("all", [])
     tree.children.setdefault("all", [])

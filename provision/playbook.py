@@ -214,9 +214,15 @@ def load_playbook(path: str | Path, registry: Registry | None = None) -> Playboo
     return parse_playbook(text, str(path), registry)
 
 
+def default_registry() -> Registry:
+    from provision.ops import DEFAULT_REGISTRY
+
+    return DEFAULT_REGISTRY
+
+
 def parse_playbook(text: str, source: str, registry: Registry | None = None) -> Playbook:
-    if registry is None:
-        from provision.ops import DEFAULT_REGISTRY as registry
+    """Parse and check a playbook from YAML `text`; `source` names the file in errors."""
+    registry = registry or default_registry()
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -276,10 +282,10 @@ class _Loader:
         if cls is None:
             raise self.fail(label, f"unknown op {op!r}", f"known ops: {', '.join(self.registry.names())}")
         label = f"{label} (op: {op})"
-        return Step(label, str(raw.get("name") or op), op, self.args(raw.get("args"), cls, label),
+        return Step(label, str(raw.get("name") or op), str(op), self.args(raw.get("args"), cls, label),
                     self.notify(raw.get("notify"), label), self.when(raw.get("when"), label))
 
-    def args(self, raw: Any, cls: type, label: str) -> Mapping[str, Any]:
+    def args(self, raw: Any, cls: type[Operation[Any]], label: str) -> Mapping[str, Any]:
         args = {} if raw is None else raw
         if not isinstance(args, dict):
             raise self.fail(label, f"args: expected a mapping, got {args!r}")

@@ -19,7 +19,7 @@ from typing import Any
 
 from provision.connection import Echo, HostUnreachable, Remote
 from provision.errors import HostFailed, PlaybookError, ProvisionError
-from provision.guard import GUARD_TIMEOUT, LockoutGuard
+from provision.guard import GUARD_TIMEOUT, LockoutGuard, new_token
 from provision.inventory import Host
 from provision.journal import Journal, utc_now
 from provision.operation import Change, Context, NoChange
@@ -47,6 +47,7 @@ class RunOptions:
     ctx: Context = Context()
     guard_timeout: int = GUARD_TIMEOUT
     clock: Callable[[], str] = utc_now  # journal timestamps
+    guard_token: Callable[[], str] = new_token  # names the guard's timer on the host
 
 
 def run_playbook(
@@ -95,22 +96,25 @@ def _teardown_host(host: Host, connect: Connector, console: Console, options: Ru
     remote = _open(host, connect, console)
     if isinstance(remote, HostStats):
         return remote
-    journal, stats = Journal(remote, options.ctx.state, options.clock), HostStats()
     try:
-        entries = journal.entries()
-        for entry in reversed(entries):
-            if not options.check:
-                journal.undo_entry(entry)
-            console.status("changed", host.name, f"undo {entry.record.kind}", entry.step)
-            stats = stats.bump("ok", "changed")
-        if not options.check:
-            remote.run(journal.forget_command())
-        return stats.bump("ok")
+        return _undo_journal(Journal(remote, options.ctx.state, options.clock), console, options.check)
     except ProvisionError as exc:
         console.status("failed", host.name, "teardown", exc.line())
-        return stats.bump("unreachable" if isinstance(exc, HostUnreachable) else "failed")
+        return HostStats().bump("unreachable" if isinstance(exc, HostUnreachable) else "failed")
     finally:
         remote.close()
+
+
+def _undo_journal(journal: Journal, console: Console, check: bool) -> HostStats:
+    stats, name = HostStats(), journal.remote.name
+    for entry in reversed(journal.entries()):
+        if not check:
+            journal.undo_entry(entry)
+        console.status("changed", name, f"undo {entry.record.kind}", entry.step)
+        stats = stats.bump("ok", "changed")
+    if not check:
+        journal.remote.run(journal.forget_command())
+    return stats.bump("ok")
 
 
 class HostRun:
@@ -142,7 +146,7 @@ class HostRun:
         def reconnect() -> Remote:
             return self.connect(self.host, self.console.echo_for(self.host.name))
 
-        guard = LockoutGuard(remote, reconnect, self.options.guard_timeout)
+        guard = LockoutGuard(remote, reconnect, self.options.guard_timeout, self.options.guard_token)
         return Applier(remote, Journal(remote, self.options.ctx.state, self.options.clock), self.options.ctx,
                        self.options.check, guard)
 

@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import base64
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
 import pytest
 
 from provision.connection import HostUnreachable
+from provision.guard import Arming
 from provision.inventory import Host
-from provision.operation import Context
+from provision.journal import Entry, Journal, undo
+from provision.operation import Change, Context, Operation, Run
 from provision.ops.file import file_fact
 from provision.ops.sysctl import sysctl_fact
-from provision.playbook import load_playbook
+from provision.plan import revert_commands
+from provision.playbook import load_playbook, parse_playbook
 from provision.recap import Console
-from provision.runner import PlayFailed, RunOptions, run_playbook
+from provision.runner import PlayFailed, RunOptions, run_playbook, run_teardown
 from tests.provision.fakes import FakeRemote
 from tests.provision.helpers import REGISTRY, expect_apply, fixed_clock
 
@@ -152,3 +156,79 @@ def test_a_playbook_error_for_a_host_fails_it_before_connecting():
         run_playbook(PLAYBOOK, [host], connect, Console(lines.append))
     assert err.value.recap.stats("vps1").failed == 1
     assert "undefined variable 'vpn_port'" in lines[0]
+
+
+# ---- verbose check output, the guard through the runner, teardown ---------------------
+
+
+def test_verbose_check_shows_what_would_run_and_why_steps_are_ok():
+    lines: list[str] = []
+    remote = FakeRemote("vps1", commands=facts(fresh=True) | {sysctl_fact(KEY).command: (0, "1\n")})
+    run_playbook(PLAYBOOK, [make_host("vps1")], lambda h, e: remote, Console(lines.append, verbose=True),
+                 RunOptions(check=True))
+    assert "[vps1] [check] would run: mkdir -m 0700 /etc/selfvpn" in lines
+    assert "[vps1] [check] would run: put /etc/selfvpn/server.conf.selfvpn-new (30 bytes, mode 0600)" in lines
+    assert "changed: [vps1] forward IPv4: create " + DROPIN in lines
+
+
+@dataclass(frozen=True)
+class FirewallOp(Operation[None]):
+    op = "firewall"
+    table: str
+
+    def gather(self, remote, ctx):
+        return None
+
+    def decide(self, state, ctx):
+        record = undo("nft_table_created", family="inet", name=self.table)
+        return Change(f"load table {self.table}", (Run(f"nft -f /etc/{self.table}.nft"),), (record,), guard=True)
+
+
+def test_a_firewall_change_that_locks_us_out_fails_the_host_and_stays_armed():
+    playbook = parse_playbook("- {name: firewall, op: firewall, args: {table: selfvpn}}\n", "pb.yml",
+                              REGISTRY.with_ops(FirewallOp))
+    change = FirewallOp("selfvpn").decide(None, Context())
+    session = FakeRemote("vps1")
+    expect_apply(session, change, "firewall")
+    arming = Arming("t0", revert_commands(change))
+    session.commands[arming.arm_command()] = (0, "")
+    connects = []
+
+    def connect(host, echo):
+        connects.append(host.name)
+        if len(connects) > 1:
+            raise HostUnreachable("vps1 (203.0.113.1:22): unreachable: timed out")
+        return session
+
+    lines: list[str] = []
+    with pytest.raises(PlayFailed) as err:
+        run_playbook(playbook, [make_host("vps1")], connect, Console(lines.append),
+                     RunOptions(clock=fixed_clock, guard_token=lambda: "t0"))
+    assert err.value.recap.stats("vps1").failed == 1
+    assert session.ran[-2:] == [arming.arm_command(), "nft -f /etc/selfvpn.nft"]
+    assert any("no fresh SSH connection" in line and "within 60 s" in line for line in lines)
+
+
+def test_teardown_of_many_hosts_replays_each_journal():
+    read = "if [ -f /var/lib/selfvpn/journal.jsonl ]; then cat /var/lib/selfvpn/journal.jsonl; fi"
+    entry = Entry(undo("sysctl_changed", key=KEY, old="0"), "forward IPv4", fixed_clock())
+    forget = Journal(FakeRemote()).forget_command()
+    deployed = FakeRemote("vps1", {read: (0, entry.line() + "\n"), f"sysctl -w {KEY}=0": (0, ""), forget: (0, "")})
+    fresh = FakeRemote("vps2", {read: (0, ""), forget: (0, "")})
+    lines: list[str] = []
+    remotes = {"vps1": deployed, "vps2": fresh}
+    recap = run_teardown([make_host("vps1"), make_host("vps2")], lambda h, e: remotes[h.name],
+                         Console(lines.append))
+    assert recap.lines() == ["vps1 : ok=2 changed=1 unreachable=0 failed=0 skipped=0",
+                             "vps2 : ok=1 changed=0 unreachable=0 failed=0 skipped=0"]
+    assert deployed.ran == [read, f"sysctl -w {KEY}=0", forget]
+    assert "changed: [vps1] undo sysctl_changed: forward IPv4" in lines
+
+
+def test_teardown_check_changes_nothing():
+    read = "if [ -f /var/lib/selfvpn/journal.jsonl ]; then cat /var/lib/selfvpn/journal.jsonl; fi"
+    entry = Entry(undo("file_created", path="/etc/x"), "x", fixed_clock())
+    remote = FakeRemote("vps1", {read: (0, entry.line() + "\n")})
+    recap = run_teardown([make_host("vps1")], lambda h, e: remote, Console(lambda line: None),
+                         RunOptions(check=True))
+    assert recap.stats("vps1").changed == 1 and remote.ran == [read]
