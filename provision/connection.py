@@ -127,21 +127,21 @@ class SshSession:
 
     def __init__(self, host: Host, timeout: float = CONNECT_TIMEOUT) -> None:
         import fabric  # the operator side only; imported here so `Remote` users need not
-        import paramiko
 
-        kwargs: dict[str, object] = {"banner_timeout": timeout, "auth_timeout": timeout}
-        if host.key_file:
-            kwargs["key_filename"] = os.path.expanduser(host.key_file)
-        if host.proxy_command:
-            kwargs["sock"] = _proxy(expand_proxy(host.proxy_command, host))
+        kwargs = _connect_kwargs(host, timeout)
         self.host = host
         self._conn = fabric.Connection(
-            host.address, user=host.user, port=host.port,
-            connect_timeout=timeout, connect_kwargs=kwargs,
+            host.address, user=host.user, port=host.port, connect_timeout=timeout, connect_kwargs=kwargs,
         )
         # Fabric checks no host keys at all; a key we know that has changed must stop us.
         self._conn.client.load_system_host_keys()
-        self._conn.open()
+        try:
+            self._conn.open()
+        except BaseException:
+            self._conn.close()
+            if "sock" in kwargs:
+                kwargs["sock"].close()  # type: ignore[attr-defined]  # ends the proxy process
+            raise
 
     def exec(self, cmd: str, stdin: bytes) -> tuple[int, bytes, bytes]:
         transport = self._conn.client.get_transport()
@@ -162,6 +162,15 @@ class SshSession:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _connect_kwargs(host: Host, timeout: float) -> dict[str, object]:
+    kwargs: dict[str, object] = {"banner_timeout": timeout, "auth_timeout": timeout}
+    if host.key_file:
+        kwargs["key_filename"] = os.path.expanduser(host.key_file)
+    if host.proxy_command:
+        kwargs["sock"] = _proxy(expand_proxy(host.proxy_command, host))
+    return kwargs
 
 
 def _proxy(command: str) -> object:
