@@ -1,0 +1,199 @@
+"""`vpn-runtime serve`: the server daemon, a small I/O shell around `ServerCore`.
+
+Rule 1: the loop reads the TUN and the UDP socket (draining up to BATCH per wakeup),
+accepts TCP control connections, feeds the core, performs what it returns, and arms one
+timer at the core's next deadline.  No protocol decision is made here.
+Rule 2: the daemon changes nothing on the system but its TUN and that TUN's addresses
+(gone with the process); firewall, NAT and forwarding belong to the deploy.
+Rule 3: SIGHUP or `vpn-runtime reload` re-reads the CRL; a CRL file that changed on disk
+is also picked up within a second.  Live sessions it revokes end at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+from runtime import ctl, serverview
+from runtime.config import DaemonConfig, load_config
+from runtime.errors import ConfigError
+from runtime.iobase import BATCH, Outputs, StreamConn, outside_loop, set_buffers
+from runtime.proto import identity, tls
+from runtime.proto.server import ServerCore
+from runtime.tun import open_tun
+
+log = logging.getLogger("vpn-runtime")
+STATE = ctl.RUN_DIR / "server-state.json"
+
+
+class ServerDaemon:
+    def __init__(self, cfg: DaemonConfig) -> None:
+        self.cfg = cfg
+        creds = tls.Credentials.from_files(cfg.paths.ca, cfg.paths.cert, cfg.paths.key)
+        self.ca_pem = creds.ca_pem
+        self.crl_stamp: tuple[float, int] | None = None
+        self.core = ServerCore(cfg.protocol(), tls.server_context(creds), cfg.address_policy(),
+                               self.read_crl())
+        self.conns: dict[int, StreamConn] = {}
+        self.ids = itertools.count(1)
+        self.started = time.time()
+        self.stopping = asyncio.Event()
+
+    # -- CRL ------------------------------------------------------------------------------
+    def read_crl(self):
+        path = self.cfg.paths.crl
+        try:
+            st = path.stat()
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the CRL ({e.strerror})") from None
+        self.crl_stamp = (st.st_mtime, st.st_size)
+        return identity.load_crl(data, self.ca_pem)
+
+    def reload_crl(self, why: str) -> int:
+        try:
+            crl = self.read_crl()
+        except ConfigError as e:
+            log.error("CRL not reloaded (%s): %s", why, e.line())
+            return 0
+        ended = self.core.update_crl(crl, time.monotonic()) if crl is not None else 0
+        log.info("CRL reloaded (%s): %d live session(s) ended", why, ended)
+        self.outputs.perform(self.core.take_outputs())
+        return ended
+
+    def crl_changed(self) -> bool:
+        try:
+            st = self.cfg.paths.crl.stat()
+        except OSError:
+            return False
+        return (st.st_mtime, st.st_size) != self.crl_stamp
+
+    # -- sockets and TUN ------------------------------------------------------------------
+    def open_udp(self) -> socket.socket:
+        family = socket.AF_INET6 if self.cfg.listen.version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        set_buffers(sock)
+        sock.bind((str(self.cfg.listen), self.cfg.data_port))
+        sock.setblocking(False)
+        return sock
+
+    def open_tun(self):
+        from pyroute2 import IPRoute
+
+        from runtime import netconf, undo
+
+        undo.restore(STATE)
+        tun = open_tun(self.cfg.interface)
+        journal = undo.Journal.load(STATE)
+        addrs = [str(self.cfg.server_address)]
+        if self.cfg.server_address6 is not None:
+            addrs.append(str(self.cfg.server_address6))
+        with IPRoute() as ipr:
+            netconf.configure(ipr, journal, netconf.TunnelNet(tun.name, tuple(addrs), mtu=self.cfg.mtu,
+                                                               routing=netconf.SplitTunnel(())))
+        return tun
+
+    # -- the loop -------------------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.tun, self.udp = outside_loop(self.open_tun), self.open_udp()
+        self.outputs = Outputs(self.udp, self.tun, self.conns, log)
+        loop.add_reader(self.udp.fileno(), self.on_udp)
+        loop.add_reader(self.tun.fileno(), self.on_tun)
+        tcp = await asyncio.start_server(self.on_connection, str(self.cfg.listen), self.cfg.control_port,
+                                         reuse_address=True)
+        control = await ctl.serve(self.cfg.paths.control_socket, self.on_control)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_crl, "SIGHUP")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        log.info("serving %s: control tcp/%d, data udp/%d, tunnel %s on %s", self.cfg.name,
+                 self.cfg.control_port, self.cfg.data_port, self.cfg.server_address, self.tun.name)
+        ticker = asyncio.create_task(self.tick())
+        await self.stopping.wait()
+        ticker.cancel()
+        self.shutdown(tcp, control)
+        return 0
+
+    def shutdown(self, tcp: asyncio.AbstractServer, control: asyncio.AbstractServer) -> None:
+        now = time.monotonic()
+        for conn in list(self.conns):
+            self.core.connection_lost(conn, now)
+        tcp.close()
+        control.close()
+        self.cfg.paths.control_socket.unlink(missing_ok=True)
+        self.tun.close()
+        log.info("stopped")
+
+    async def tick(self) -> None:
+        """The one timer: the core's next deadline, at least once a second (CRL watch)."""
+        while True:
+            deadline = self.core.next_deadline()
+            now = time.monotonic()
+            await asyncio.sleep(max(0.0, min(1.0, (deadline - now) if deadline else 1.0)))
+            now = time.monotonic()
+            self.core.handle_timer(now)
+            self.outputs.perform(self.core.take_outputs())
+            if self.crl_changed():
+                self.reload_crl("file changed")
+
+    def on_udp(self) -> None:
+        now, core, tun = time.monotonic(), self.core, self.tun
+        for _ in range(BATCH):
+            try:
+                data, addr = self.udp.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue
+            packet = core.open_datagram(data, addr, now)
+            if packet is not None:
+                self.outputs.write_tun(packet)
+        self.outputs.perform(core.take_outputs())
+
+    def on_tun(self) -> None:
+        now, core, sendto = time.monotonic(), self.core, self.outputs.sendto
+        for _ in range(BATCH):
+            packet = self.tun.read()
+            if packet is None:
+                break
+            sealed = core.seal_packet(packet, now)
+            if sealed is not None:
+                sendto(*sealed)
+        self.outputs.perform(core.take_outputs())
+
+    async def on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = next(self.ids)
+        self.conns[conn] = StreamConn(writer)
+        self.core.connection_made(conn, time.monotonic())
+        try:
+            while data := await reader.read(65536):
+                self.core.receive_stream(conn, data, time.monotonic())
+                self.outputs.perform(self.core.take_outputs())
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.conns.pop(conn, None)
+            self.core.connection_lost(conn, time.monotonic())
+            self.outputs.perform(self.core.take_outputs())
+            writer.close()
+
+    async def on_control(self, request: dict) -> dict:
+        if request["cmd"] == "status":
+            return serverview.status(self, time.monotonic())
+        if request["cmd"] == "reload":
+            return {"ended": self.reload_crl("requested")}
+        return {"error": f"unknown command {request['cmd']!r}"}
+
+
+def main(config_path: str, verbose: bool = False) -> int:
+    cfg = load_config(Path(config_path))
+    daemon = ServerDaemon(cfg)
+    return asyncio.run(daemon.run())
