@@ -1,5 +1,6 @@
 """Shared fixtures.  Lab tests (marker `lab`) need root and bring the lab up once per
-session; without root they are skipped, except in CI, where that is a failure."""
+session (and down at its end, unless it was already up: several sessions may share one
+lab); without root they are skipped, except in CI, where that is a failure."""
 
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ def lab():
     """The running lab (brought up once; taken down at the end of the session)."""
     from provision.lab import lab as lab_mod
 
+    was_up = lab_mod.is_up(lab_mod.load_state())
     state = lab_mod.up(log=lambda *_: None)
     yield state
-    if not os.environ.get("VPNLAB_KEEP"):
+    if not was_up and not os.environ.get("VPNLAB_KEEP"):
         lab_mod.down(log=lambda *_: None)
 
 

@@ -85,6 +85,23 @@ def up(log=print) -> LabState:
     return state
 
 
+def reset_host(name: str, log=print) -> LabState:
+    """Give one host a fresh disk: stop it, drop its writable layer, boot it again (its
+    network namespace and wiring stay).  For tests that need a never-touched host."""
+    state, h = running_state(), host(name)
+    container.stop([state.hosts[name].nspawn_pid])
+    paths = container.paths(h)
+    for mnt in image.mounts_below(paths.base):
+        local.run(["umount", mnt])
+    shutil.rmtree(paths.base)
+    pid, key = _start(h, Path(state.image), state)
+    state.hosts[name] = HostState(pid, container.wait_running(h, pid), key)
+    state.save()
+    _write_known_hosts(state)
+    log(f"lab: {name} reset to a fresh disk")
+    return state
+
+
 def _start(h: LabHost, img: Path, state: LabState) -> tuple[int, str]:
     root = container.mount_root(h)
     key = container.prepare(h, root, KEY.with_suffix(".pub").read_text(), state.admin_password)

@@ -65,3 +65,13 @@ def test_down_after_a_crashed_run(lab):
     lab.hosts.clear()
     lab.hosts.update(restored.hosts)
     lab.admin_password = restored.admin_password
+
+
+def test_reset_host_gives_a_fresh_disk_and_keeps_the_others(lab, on):
+    on("vps2", "touch /etc/dirty")
+    on("laptop2", "touch /etc/dirty-too")
+    state = lab_mod.reset_host("vps2", log=lambda *_: None)
+    lab.hosts.update(state.hosts)
+    assert on("vps2", "test -e /etc/dirty", check=False).returncode != 0
+    assert on("vps2", "systemctl is-system-running").stdout.strip() == "running"
+    assert on("laptop2", "test -e /etc/dirty-too && rm /etc/dirty-too").returncode == 0
