@@ -210,14 +210,12 @@ class Net:
         self.pump()
         return sealed[0] if sealed else None
 
-    def advance(self, seconds: float, *, step: float | None = None) -> None:
+    def advance(self, seconds: float) -> None:
         """Move time forward, firing every timer that falls due on the way."""
         target = self.now + seconds
         while True:
             due = [d for d in self._deadlines() if d <= target]
             self.now = max(self.now, min(due)) if due else target
-            if step is not None:
-                self.now = min(self.now, target)
             for end in self.ends.values():
                 end.core.handle_timer(self.now)
             self.server.handle_timer(self.now)
