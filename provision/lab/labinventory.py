@@ -23,6 +23,7 @@ def render(state: LabState) -> str:
               "-o StrictHostKeyChecking=yes")
     servers = {h.name: _host_vars(h, state) for h in HOSTS if h.role == "server"}
     clients = {h.name: _host_vars(h, state) for h in HOSTS if h.role == "client"}
+    spares = {h.name: _host_vars(h, state) for h in HOSTS if h.role == "spare"}
     doc = {"all": {
         "vars": {"ansible_ssh_private_key_file": str(KEY), "ansible_ssh_common_args": common,
                  "ansible_python_interpreter": "/usr/bin/python3"},
@@ -30,6 +31,7 @@ def render(state: LabState) -> str:
             "vpn_servers": {"hosts": servers, "vars": {"vpn_network": "10.8.0.0/24",
                                                         "vpn_network6": "fd00:8::/64"}},
             "lab_clients": {"hosts": clients},
+            "spare_servers": {"hosts": spares},
         },
     }}
     return HEADER + yaml.safe_dump(doc, sort_keys=False)

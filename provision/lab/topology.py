@@ -26,7 +26,8 @@ class Segment:
 @dataclass(frozen=True)
 class LabHost:
     name: str
-    role: str  # "router", "server" or "client"
+    role: str  # "router", "server" (in the inventory's vpn_servers), "spare" (a server host
+    #            outside that group, for runtime tests) or "client"
     addr4: str = ""
     addr6: str = ""
     segment: str = ""  # key into SEGMENTS
@@ -58,6 +59,7 @@ HOSTS: tuple[LabHost, ...] = (
     INTERNET,
     LabHost("vps1", "server", "198.51.100.10", "2001:db8:1::10", "vps"),
     LabHost("vps2", "server", "198.51.100.20", "2001:db8:1::20", "vps", "admin", 2222),
+    LabHost("vps3", "spare", "198.51.100.30", "2001:db8:1::30", "vps"),
     LabHost("laptop", "client", "192.0.2.10", "2001:db8:2::10", "home"),
     LabHost("laptop2", "client", "192.0.2.11", "2001:db8:2::11", "home"),
 )

@@ -13,7 +13,11 @@ import pytest
 
 from provision.lab import container, image, lab as lab_mod, net
 
-pytestmark = pytest.mark.lab
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(bool(os.environ.get("VPNLAB_KEEP")),
+                       reason="restarts the lab: not while it is shared (VPNLAB_KEEP)"),
+]
 
 
 def machine_network() -> dict:

@@ -17,7 +17,8 @@ from provision.lab import lab as lab_mod
 from runtime.bundle import Bundle, ServerEndpoint, TunnelSettings, write_bundle
 from runtime.pin import pin_of_pem
 
-SERVERS = {"vps1": "198.51.100.10", "vps2": "198.51.100.20"}
+SERVERS = {"vps1": "198.51.100.10", "vps2": "198.51.100.20", "vps3": "198.51.100.30"}
+RUNTIME_SERVER = "vps3"  # runtime tests' server; deploy tests own vps1 and vps2
 CONTROL_PORT, DATA_PORT = 8443, 51820
 CONF = "/etc/vpn-runtime"
 
@@ -86,7 +87,7 @@ class Vpn:
 
         return self.ca.cert.public_bytes(serialization.Encoding.PEM).decode()
 
-    def bundle(self, name: str, hosts: tuple[str, ...] = ("vps1",), **tunnel) -> Bundle:
+    def bundle(self, name: str, hosts: tuple[str, ...] = (RUNTIME_SERVER,), **tunnel) -> Bundle:
         """A bundle for `name` (its certificate issued once per session)."""
         if name not in self.issued:
             self.issued[name] = pki.issue_client(self.ca, name)
