@@ -209,6 +209,8 @@ def measure_peer(peer: Peer, procs: Procs, state: Path, settings: Settings) -> J
     peer.start_server(procs)
     res: Json = {"connect": {"server_up_ms": round((time.monotonic() - t0) * 1000, 1)}}
     res["connect"].update(connect(peer, procs, settings.connect_timeout))
+    if (floor := peer.startup_floor_ms()) is not None:
+        res["connect"]["import_ms"] = floor
     if not netns.wait_for(10, lambda: netns.listening(NS_SRV, 5201)):
         raise LabError("iperf3 server not listening")
     time.sleep(1.0)

@@ -39,6 +39,10 @@ class Peer:
     def start_client(self, procs: Procs) -> None:
         """Start the client side in anc-cli (the tunnel may come up after this returns)."""
 
+    def startup_floor_ms(self) -> float | None:
+        """Untimed extra: the least time the client program needs before it can connect, if known."""
+        return None
+
     def notes(self, procs: Procs) -> str:
         """What the peer negotiated, read from its logs after the run (optional)."""
         return ""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -65,6 +66,18 @@ class Ours(Peer):
     def version(self) -> str:
         r = subprocess.run([runtime_bin(), "--version"], capture_output=True, text=True)
         return (r.stdout.strip() or r.stderr.strip()[-100:] or "vpn-runtime: no version").splitlines()[0]
+
+    def startup_floor_ms(self) -> float | None:
+        """Interpreter start + importing the client's modules (best of 3), what `up` pays first."""
+        argv = [sys.executable, "-c", "import runtime.cli, runtime.clientd"]
+        best = None
+        for _ in range(3):
+            t0 = time.perf_counter()
+            if subprocess.run(argv, capture_output=True).returncode != 0:
+                return None
+            spent = (time.perf_counter() - t0) * 1000
+            best = spent if best is None else min(best, spent)
+        return None if best is None else round(best, 1)
 
     def prepare(self, state: Path) -> None:
         self.state = state
