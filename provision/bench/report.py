@@ -75,7 +75,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("rtt_added", "RTT added by the tunnel (ms)", at("ping.added_ms"), "{:.3f}"),
     Metric("connect", "connect: client start → first reply (ms)", at("connect.connect_ms"), "{:.1f}"),
     Metric("startup", "… process start-up: start → first packet out (ms)", at("connect.startup_ms"), "{:.1f}"),
-    Metric("import", "… of which interpreter + imports, measured apart (ms)", at("connect.import_ms"), "{:.1f}"),
+    Metric("import", "… of which interpreter + imports, measured apart (ms)", at("import_ms"), "{:.1f}"),
     Metric("handshake", "… handshake: first packet out → first reply (ms)", at("connect.handshake_ms"), "{:.1f}"),
     Metric("cpu_cli_tx", "CPU µs per full-size packet, client sending (TCP 1 →)",
            at("tcp1.cpu.client.us_per_packet"), "{:.2f}"),
@@ -248,7 +248,9 @@ def failure_lines(failed: Sequence[Record]) -> list[str]:
     if not failed:
         return []
     lines = ["## Failed runs", ""]
-    lines += [f"- {r['peer']} round {r.get('round')}: {r.get('error')}" for r in failed]
+    for r in failed:
+        floor = f" (client interpreter + imports alone: {r['import_ms']} ms)" if r.get("import_ms") else ""
+        lines.append(f"- {r['peer']} round {r.get('round')}: {r.get('error')}{floor}")
     return lines + [""]
 
 

@@ -188,6 +188,7 @@ def run_peer(peer: Peer, rnd: int, settings: Settings) -> Json:
             record["version"] = peer.version()
             record["tcp_cc"] = netns.run(netns.in_ns(NS_CLI, "cat", "/proc/sys/net/ipv4/tcp_congestion_control"),
                                          check=False).stdout.strip() or None
+            record["import_ms"] = peer.startup_floor_ms()  # untimed, kept even if the peer fails
             record.update(measure_peer(peer, procs, state, settings))
             record["ok"] = "error" not in record
         except PeerFailed as e:
@@ -209,8 +210,6 @@ def measure_peer(peer: Peer, procs: Procs, state: Path, settings: Settings) -> J
     peer.start_server(procs)
     res: Json = {"connect": {"server_up_ms": round((time.monotonic() - t0) * 1000, 1)}}
     res["connect"].update(connect(peer, procs, settings.connect_timeout))
-    if (floor := peer.startup_floor_ms()) is not None:
-        res["connect"]["import_ms"] = floor
     if not netns.wait_for(10, lambda: netns.listening(NS_SRV, 5201)):
         raise LabError("iperf3 server not listening")
     time.sleep(1.0)

@@ -40,14 +40,14 @@ def test_get_dotted_path() -> None:
 
 def test_failed_runs_are_not_averaged_but_listed() -> None:
     records = [run("openvpn", 1, 800), run("openvpn", 2, 900),
-               run("ours", 1, None, ok=False, error="failed to start: ours server: timed out"),
+               run("ours", 1, None, ok=False, error="failed to start: ours server: timed out", import_ms=400.0),
                run("ours", 2, 5000, ok=False, error="tcp1: boom")]
     table = report.stats_table(report.peer_records(records))
     assert table[("openvpn", "tcp1")] == report.Stat(850.0, 800, 900, 2)
     assert table[("ours", "tcp1")] is None
     text = report.render(records, "t")
     assert "ours (0/2 ok)" in text
-    assert "- ours round 1: failed to start: ours server: timed out" in text
+    assert "- ours round 1: failed to start: ours server: timed out (client interpreter + imports alone: 400.0 ms)" in text
     assert "5000" not in text
 
 
