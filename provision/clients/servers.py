@@ -51,7 +51,7 @@ def server_hosts(inventory: Inventory) -> tuple[Host, ...]:
 def server_name(host: Host, source: str = "inventory") -> str:
     """The TLS name of `host`'s server certificate."""
     value = host.vars.get("vpn_server_name", f"{host.name}{SERVER_NAME_SUFFIX}")
-    return _checked(source, host, "vpn_server_name", value, hostname)
+    return str(_checked(source, host, "vpn_server_name", value, hostname))
 
 
 def server_cert(roster: Roster, name: str, now: datetime) -> IssuedCert | None:

@@ -172,8 +172,8 @@ def _summary(row: dict[str, Any]) -> tuple[object, ...]:
     daemon = row["daemon"] if row["state"] == "ok" else row["state"]
     cert = "none" if row["server_cert_expires"] is None else (
         f"{row['server_cert_expires'][:10]} ({row['server_cert_days_left']} d)")
-    next_update = row["crl_next_update"][:10] if row["crl_next_update"] else "?"
-    crl = f"{row['crl'] or '?'}, next update {next_update}"
+    next_update = row["crl_next_update"][:10] if row["crl_next_update"] else "unknown"
+    crl = None if row["crl"] is None else f"{row['crl']}, next update {next_update}"
     return row["host"], row["name"], daemon, None if clients is None else len(clients), cert, crl
 
 

@@ -36,6 +36,7 @@ from provision.errors import HostFailed, InventoryError, PkiError, UsageError
 from provision.pki import load_roster
 from runtime.bundle import TunnelSettings, load_bundle
 from tests.pki.pki_helpers import make_csr
+from tests.provision.fakes import FakeRemote
 from tests.provision.clients_world import (
     INVENTORY,
     NOW,
@@ -311,10 +312,10 @@ def test_the_crl_reaches_the_servers_in_parallel(world: World) -> None:
     add_client(world.inventory, "alice", now=NOW)
     both_in = threading.Barrier(2, timeout=5)
 
-    class Waiting(type(push_remote("x"))):  # type: ignore[misc]
-        def put(self, data: object, remote_path: str, mode: int = 0o644) -> None:
+    class Waiting(FakeRemote):
+        def put(self, data: bytes | Path, remote_path: str, mode: int = 0o644) -> None:
             both_in.wait()  # breaks (and fails the push) unless the other host is pushed meanwhile
-            super().put(data, remote_path, mode)  # type: ignore[arg-type]
+            super().put(data, remote_path, mode)
 
     remotes = [Waiting(r.name, r.commands, puts=r.allowed_puts) for r in (push_remote("vps1"), push_remote("vps2"))]
     results = revoke_client(world.inventory, "alice", Hosts(remotes), now=NOW)
@@ -438,7 +439,9 @@ def test_status_reports_an_unreachable_host_and_a_stale_crl(world: World) -> Non
     assert (rows[1]["state"], rows[1]["daemon"]) == ("unreachable", None)
     assert "timed out" in rows[1]["error"]
     assert any(line.startswith("vps2: unreachable:") for line in render_status(rows))
-    assert render_status(rows)[2].split()[2] == "unreachable"
+    assert render_status(rows)[2].split()[2:4] == ["unreachable", "-"]
+    assert render_status(rows)[2].split()[-1] == "-"  # no CRL state for a host not seen
+    assert render_status(rows)[1].split()[-4:] == ["stale,", "next", "update", rows[0]["crl_next_update"][:10]]
 
 
 def test_the_runtime_status_parser_finds_the_server_among_several() -> None:
