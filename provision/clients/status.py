@@ -1,9 +1,9 @@
 """`status --host PATTERN`: each server's daemon, its clients, and its certificates' expiry.
 
 Facts gathered per host, in parallel, read only:
-    systemctl is-active vpn-runtime     -> daemon: active, inactive, failed...
-    vpn-runtime status --json           -> clients (name, addresses, bytes, handshake age)
-    cat /etc/vpn-runtime/crl.pem        -> whether the host has our current CRL
+    systemctl is-active vpn-runtime                 -> daemon: active, inactive, failed...
+    /opt/vpn-runtime/bin/vpn-runtime status --json  -> clients (name, addresses, bytes, handshake age)
+    cat /etc/vpn-runtime/crl.pem                    -> whether the host has our current CRL
 and from this machine, with no CA passphrase: the host's server certificate in the roster
 (newest live one of its TLS name) and the next update of our CRL.
 
@@ -35,10 +35,11 @@ from provision.inventory import Host, load_inventory
 from provision.pki import Roster, load_roster
 from provision.pki.ca import utcnow
 from provision.runner import Connector
+from provision.wheelhouse import INSTALL_DIR
 from runtime.validate import iso_time
 
 IS_ACTIVE = "systemctl is-active vpn-runtime"
-RUNTIME_STATUS = "vpn-runtime status --json"
+RUNTIME_STATUS = f"{INSTALL_DIR}/bin/vpn-runtime status --json"  # where deploy installs it
 READ_CRL = f"cat {CRL_PATH}"
 
 
