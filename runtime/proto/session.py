@@ -130,6 +130,7 @@ class ServerSession(Peer):
         if addr != self.endpoint:
             self.endpoint = addr
             self.out.append(PeerRoamed(self.session_id, addr))
+            self.keepalive(now)  # the client learns at once that this path works
         return opened[1] if opened[0] == DG_DATA else None
 
     def on_stream_packet(self, packet: bytes, now: float) -> None:

@@ -73,10 +73,22 @@ class Vpn:
         put(self.lab, host, "/run/vpntest.nft", nat)
         sh(self.lab, host, "sysctl -qw net.ipv4.ip_forward=1; nft delete table ip vpntest 2>/dev/null; "
                            "nft -f /run/vpntest.nft")
-        sh(self.lab, host, f"systemctl reset-failed {unit} 2>/dev/null; systemd-run --unit {unit} "
+        sh(self.lab, host, f"systemctl stop {unit} 2>/dev/null; systemctl reset-failed {unit} 2>/dev/null; "
+                           f"systemd-run --unit {unit} "
                            f"-p Restart=always -p RestartSec=1 vpn-runtime serve {CONF}/server.yml")
         sh(self.lab, host, f"for i in $(seq 50); do vpn-runtime status >/dev/null 2>&1 && exit 0; sleep 0.2; done; "
                            f"journalctl -u {unit} --no-pager | tail -20; exit 1")
+
+    def start_resolver(self, host: str) -> None:
+        """unbound from the lab's mirror, answering clients on the tunnel address."""
+        conf = ("server:\n  interface: 10.8.0.1\n  ip-freebind: yes\n  access-control: 10.8.0.0/24 allow\n"
+                "  module-config: \"iterator\"\n  local-zone: \"test.\" nodefault\n"
+                "  log-queries: yes\n  use-syslog: yes\n"
+                "forward-zone:\n  name: \".\"\n  forward-addr: 203.0.113.53\n")
+        sh(self.lab, host, "dpkg-query -W unbound >/dev/null 2>&1 || "
+                           "(apt-get update -qq && apt-get install -y -qq unbound >/dev/null)", timeout=300)
+        put(self.lab, host, "/etc/unbound/unbound.conf.d/vpntest.conf", conf)
+        sh(self.lab, host, "systemctl restart unbound")
 
     def stop_server(self, host: str, unit: str = "vpn-test") -> None:
         sh(self.lab, host, f"systemctl stop {unit}; nft delete table ip vpntest; "
