@@ -117,6 +117,86 @@ def _unit_file(a: Mapping[str, str]) -> tuple[str, ...]:
     return _when(f"[ -e {path} ]", f"rm -f {path} && systemctl daemon-reload")
 
 
+def _unit_file_restore(a: Mapping[str, str]) -> tuple[str, ...]:
+    return (*_restore(a), "systemctl daemon-reload")
+
+
+def _owned_path(path: str) -> str:
+    """A path whose whole tree we may delete: absolute, normal, at least two levels deep."""
+    parts = path.strip("/").split("/")
+    if not path.startswith("/") or len(parts) < 2 or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"refusing to delete the tree {path!r}")
+    return q(path)
+
+
+def _rm_tree(a: Mapping[str, str]) -> tuple[str, ...]:
+    path = _owned_path(a["path"])
+    return _when(f"[ -e {path} ] || [ -L {path} ]", f"rm -rf {path}")
+
+
+def _tree_restore(a: Mapping[str, str]) -> tuple[str, ...]:
+    path, backup = _owned_path(a["path"]), q(a["backup"])
+    return _when(f"[ -e {backup} ]", f"rm -rf {path} && tar -xpf {backup} -C /")
+
+
+def _nft_restore(a: Mapping[str, str]) -> tuple[str, ...]:
+    backup = q(a["backup"])
+    return _when(f"[ -e {backup} ]", f"nft -f {backup}")
+
+
+# `packages_installed`: the folder `dir` holds what the install saw before it started
+# (`before.*`) and after it ended (`after.*`): package names, user and group names,
+# directories with mode and owner, and copies of the account files.  The undo purges the
+# packages the install added that are still there, deletes the users and groups their
+# scripts made, puts back the account files' `-` backups when the files are back to
+# their old bytes, recreates directories a purge removed and removes empty ones the
+# install left.  Every part tests the current state first, so it can run again.
+PKG_LIST = "dpkg-query -W -f '${db:Status-Abbrev} ${Package}\\n' | awk '$1==\"ii\"{print $2}' | LC_ALL=C sort"
+DIR_TREES = "/etc /var/lib /opt /usr/local"
+DIR_LIST = (f"find {DIR_TREES} -xdev \\( -path /var/lib/apt -o -path /var/lib/dpkg \\) -prune "
+            "-o -type d -printf '%m %U %G %p\\n' | LC_ALL=C sort -k4")
+ACCOUNT_FILES = ("passwd", "group", "shadow", "gshadow")
+
+
+def package_snapshot(d: str, when: str) -> str:
+    """Shell that writes `d/<when>.{pkgs,users,groups,dirs}` (and, before, the account files)."""
+    names = "LC_ALL=C sort"
+    files = " ".join(f"/etc/{f} /etc/{f}-" for f in ACCOUNT_FILES)
+    copy = f" && {{ cp -p {files} {d}/ 2>/dev/null || true; }}" if when == "before" else ""
+    return (f"{PKG_LIST} > {d}/{when}.pkgs.tmp && getent passwd | cut -d: -f1 | {names} > {d}/{when}.users"
+            f" && getent group | cut -d: -f1 | {names} > {d}/{when}.groups && {DIR_LIST} > {d}/{when}.dirs"
+            f"{copy} && mv -f {d}/{when}.pkgs.tmp {d}/{when}.pkgs")
+
+
+def _added(d: str, what: str, now: str) -> str:
+    """Names the install added (after - before; without `after`: now - before)."""
+    return (f"{{ if [ -e {d}/after.pkgs ]; then cat {d}/after.{what}; else {now}; fi; }} "
+            f"| LC_ALL=C comm -23 - {d}/before.{what}")
+
+
+def _purge_packages(a: Mapping[str, str]) -> tuple[str, ...]:
+    d = q(a["dir"])
+    now_pkgs = f"{PKG_LIST} > {d}/now.pkgs"
+    purge = (f"{_added(d, 'pkgs', f'cat {d}/now.pkgs')} | LC_ALL=C comm -12 - {d}/now.pkgs > {d}/purge.pkgs"
+             f" && if [ -s {d}/purge.pkgs ]; then DEBIAN_FRONTEND=noninteractive apt-get purge -y -q "
+             f"$(cat {d}/purge.pkgs); fi")
+    users = (f"for u in $({_added(d, 'users', 'getent passwd | cut -d: -f1 | LC_ALL=C sort')}); do "
+             f"if getent passwd \"$u\" >/dev/null; then userdel \"$u\"; fi; done")
+    groups = (f"for g in $({_added(d, 'groups', 'getent group | cut -d: -f1 | LC_ALL=C sort')}); do "
+              f"if getent group \"$g\" >/dev/null; then groupdel \"$g\"; fi; done")
+    accounts = " ".join(ACCOUNT_FILES)
+    restore = (f"for f in {accounts}; do if [ -e {d}/$f- ] && cmp -s /etc/$f {d}/$f; then "
+               f"cp -p {d}/$f- /etc/$f-; fi; done")
+    recreate = (f"while read -r m u g p; do if [ ! -d \"$p\" ]; then mkdir -p \"$p\" && chmod \"$m\" \"$p\" "
+                f"&& chown \"$u:$g\" \"$p\"; fi; done < {d}/before.dirs")
+    leftover = (f"if [ -e {d}/after.dirs ]; then cut -d' ' -f4- {d}/after.dirs | LC_ALL=C comm -23 - "
+                f"{d}/before.dirs.paths | LC_ALL=C sort -r | while read -r p; do "
+                f"rmdir \"$p\" 2>/dev/null || true; done; fi")
+    paths = f"cut -d' ' -f4- {d}/before.dirs | LC_ALL=C sort > {d}/before.dirs.paths"
+    body = " && ".join((now_pkgs, purge, users, groups, restore, recreate, paths, leftover))
+    return _when(f"[ -e {d}/before.pkgs ]", body)
+
+
 UNDO_KINDS: Mapping[str, tuple[tuple[str, ...], Callable[[Mapping[str, str]], tuple[str, ...]]]] = {
     "file_created": (("path",), _rm_file),
     "file_replaced": (("path", "backup"), _restore),
@@ -128,6 +208,11 @@ UNDO_KINDS: Mapping[str, tuple[tuple[str, ...], Callable[[Mapping[str, str]], tu
     "unit_started": (("unit",), _unit_stop),
     "unit_enabled": (("unit",), _unit_disable),
     "unit_file_created": (("path",), _unit_file),
+    "unit_file_replaced": (("path", "backup"), _unit_file_restore),
+    "tree_created": (("path",), _rm_tree),
+    "tree_replaced": (("path", "backup"), _tree_restore),
+    "nft_table_replaced": (("family", "name", "backup"), _nft_restore),
+    "packages_installed": (("dir",), _purge_packages),
 }
 
 
@@ -145,6 +230,7 @@ class UndoRecord:
         if sorted(self.args) != sorted(wanted) or not all(isinstance(v, str) for v in self.args.values()):
             raise ValueError(f"undo {self.kind} takes string fields {', '.join(wanted)}, got {dict(self.args)}")
         object.__setattr__(self, "args", MappingProxyType(dict(self.args)))
+        self.commands()  # a record whose undo cannot be written is refused now, not at teardown
 
     def commands(self) -> tuple[str, ...]:
         return UNDO_KINDS[self.kind][1](self.args)

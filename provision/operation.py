@@ -13,13 +13,16 @@ Rule 4: the ops a playbook may name are those in a `Registry`, looked up by `op`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from provision.connection import Remote
 from provision.errors import ProvisionError
 from provision.journal import StateDir, UndoRecord
+
+if TYPE_CHECKING:
+    from provision.pki import Ca
 
 S = TypeVar("S")
 
@@ -53,7 +56,24 @@ class Put:
         return f"put {self.path} ({len(self.data)} bytes, mode {self.mode:04o})"
 
 
-Action = Run | Put
+@dataclass(frozen=True)
+class Exchange:
+    """Run `cmd` on the host (none when empty), hand its stdout to `make` HERE, on the
+    operator's side, and put what `make` returns at `path`: for what only the operator
+    can make from what only the host has (sign a CSR made on the host with our CA).
+    `make` runs only when the plan is applied, so `--check` never signs anything."""
+
+    label: str
+    path: str
+    make: Callable[[str], bytes] = field(repr=False, compare=False)
+    cmd: str = ""
+    mode: int = 0o644
+
+    def show(self) -> str:
+        return f"{self.label}; put {self.path} (mode {self.mode:04o})"
+
+
+Action = Run | Put | Exchange
 
 
 @dataclass(frozen=True)
@@ -96,9 +116,11 @@ def combine(*outcomes: Outcome) -> Outcome:
 
 @dataclass(frozen=True)
 class Context:
-    """What every operation may know besides its arguments: where our state lives."""
+    """What every operation may know besides its arguments: where our state lives on the
+    host, and the operator's CA (for the PKI operations; None when the play needs none)."""
 
     state: StateDir = StateDir()
+    ca: Ca | None = field(default=None, repr=False)
 
 
 class Operation(ABC, Generic[S]):

@@ -17,7 +17,7 @@ from typing import Any
 
 from provision.connection import Remote
 from provision.journal import Journal
-from provision.operation import Action, Change, Context, Operation, Outcome, Put
+from provision.operation import Action, Change, Context, Exchange, Operation, Outcome, Put
 
 # A guard takes the change and a callable that performs its actions.
 Guard = Callable[[Change, Callable[[], None]], None]
@@ -27,6 +27,9 @@ def perform(remote: Remote, action: Action) -> None:
     """Do one action on the host."""
     if isinstance(action, Put):
         remote.put(action.data, action.path, action.mode)
+    elif isinstance(action, Exchange):
+        out = remote.run(action.cmd).stdout if action.cmd else ""
+        remote.put(action.make(out), action.path, action.mode)
     else:
         remote.run(action.cmd, input=action.input)
 

@@ -1,6 +1,7 @@
 """The concrete operations a playbook can name, gathered in `DEFAULT_REGISTRY`.
 
-Rule 1: one module per operation, named for what it manages (`file`, `sysctl`...).
+Rule 1: one module per operation (or per family of them), named for what it manages
+(`file`, `sysctl`, `package`, `nft`...).
 Rule 2: a new operation is a frozen dataclass subclass of `provision.operation.Operation`
 with `op` set; add it to `DEFAULT_REGISTRY` below.
 """
@@ -8,10 +9,24 @@ with `op` set; add it to `DEFAULT_REGISTRY` below.
 from __future__ import annotations
 
 from provision.operation import Registry
+from provision.ops.baseline import BaselineOp
 from provision.ops.directory import DirectoryOp
 from provision.ops.file import FileOp
+from provision.ops.nft import NftTableOp
+from provision.ops.package import PackageOp
+from provision.ops.pki_files import CaCertOp, CrlOp, ServerCertOp
+from provision.ops.resolver import ResolverOp
+from provision.ops.runtime import RuntimeOp
+from provision.ops.server_config import ServerConfigOp
 from provision.ops.sysctl import SysctlOp
+from provision.ops.unit import RestartOp, UnitOp
 
-DEFAULT_REGISTRY = Registry([FileOp, DirectoryOp, SysctlOp])
+DEFAULT_REGISTRY = Registry([
+    FileOp, DirectoryOp, SysctlOp, BaselineOp, PackageOp, RuntimeOp, ServerCertOp, CaCertOp, CrlOp,
+    NftTableOp, ResolverOp, ServerConfigOp, UnitOp, RestartOp,
+])
 
-__all__ = ["DEFAULT_REGISTRY", "DirectoryOp", "FileOp", "SysctlOp"]
+__all__ = [
+    "DEFAULT_REGISTRY", "BaselineOp", "CaCertOp", "CrlOp", "DirectoryOp", "FileOp", "NftTableOp",
+    "PackageOp", "ResolverOp", "RestartOp", "RuntimeOp", "ServerCertOp", "ServerConfigOp", "SysctlOp", "UnitOp",
+]

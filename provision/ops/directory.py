@@ -2,6 +2,8 @@
 
 Rule 1: only the directory itself is created (`mkdir`, not `mkdir -p`), so each directory
 we add has its own journal entry and teardown removes exactly those, and only when empty.
+Rule 2: `purge: true` is for a directory that a program of ours fills (the daemon's
+leases): teardown removes it with its contents, as it did not exist before.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class DirectoryOp(PathOp):
     mode: str = "0755"
     owner: str | None = None
     group: str | None = None
+    purge: bool = False
 
     def decide(self, state: FileState, ctx: Context) -> Outcome:
         mode = parse_mode(self.mode)
@@ -33,4 +36,5 @@ class DirectoryOp(PathOp):
         create = Run(f"mkdir -m {mode:04o} {shlex.quote(self.path)}")
         actions = (create, *chown_actions(self.path, self.owner, self.group))
         diff = f"--- before: {self.path} (absent)\n+++ after: {self.path}/ (directory, mode {mode:04o})\n"
-        return Change(f"create directory {self.path}", actions, (undo("dir_created", path=self.path),), diff)
+        record = undo("tree_created" if self.purge else "dir_created", path=self.path)
+        return Change(f"create directory {self.path}", actions, (record,), diff)
