@@ -129,6 +129,96 @@ def lab_snapshot(c, host):
     sys.stdout.write(snapshot.take(host, lab.running_state()))
 
 
+# --- clients -------------------------------------------------------------------------
+
+def _inventory(i: str) -> Path:
+    return Path(i) if i else (LAB_INVENTORY if LAB_INVENTORY.exists() else ROOT / "inventory" / "hosts.yml")
+
+
+def _connect():
+    from provision.connection import connect
+
+    return connect
+
+
+@task(help={"name": "client name (a-z 0-9 . _ -)", "csr": "a CSR made on the laptop: no key in the bundle",
+            "expires": "days until the certificate expires (default 365)",
+            "force": "reissue: revoke the old certificate and issue a new one", "i": "inventory file"})
+@guarded
+def add_client(c, name, csr="", expires=0, force=False, i=""):
+    """Issue a client and write clients/NAME.bundle (mode 0600) naming every server."""
+    from provision import clients
+
+    inv = _inventory(i)
+    path = clients.add_client(inv, name, Path(csr) if csr else None, expires or None, force)
+    print(f"wrote {path} (mode 0600)")
+    if csr:
+        print(f"  no key inside: it names {name}.key, to sit beside the bundle on the laptop")
+    else:
+        print("  it holds the private key: hand it over privately")
+    if force:
+        results = clients.push_crl(inv, _connect())
+        print("\n".join(clients.render_pushes(results)))
+        clients.check_pushed(results, "add-client")
+
+
+@task(help={"name": "client name", "i": "inventory file"})
+@guarded
+def revoke_client(c, name, i=""):
+    """Revoke a client: CRL pushed to every server, live session cut, bundle refused."""
+    from provision import clients
+
+    results = clients.revoke_client(_inventory(i), name, _connect())
+    print("\n".join(clients.render_pushes(results)))
+    clients.check_pushed(results, "revoke-client")
+
+
+@task(help={"json": "machine-readable output", "i": "inventory file"})
+@guarded
+def list_clients(c, json_=False, i=""):
+    """List issued clients with serial, expiry and state."""
+    from provision import clients
+
+    print("\n".join(clients.render_clients(clients.list_clients(_inventory(i)), as_json=json_)))
+
+
+@task(help={"host": "host, group or all", "json": "machine-readable output", "i": "inventory file"})
+@guarded
+def status(c, host="vpn_servers", json_=False, i=""):
+    """Per server: daemon state, connected clients, bytes, handshake ages, certificate expiries."""
+    from provision import clients
+    from provision.errors import HostFailed
+
+    rows = clients.server_status(_inventory(i), host, _connect())
+    print("\n".join(clients.render_status(rows, as_json=json_)))
+    bad = [r["host"] for r in rows if r["state"] != "ok"]
+    if bad:
+        raise HostFailed(f"status: no answer from {', '.join(bad)}", "check the hosts and run again")
+
+
+# --- benchmarks and fuzzing ------------------------------------------------------------
+
+@task(help={"rounds": "rounds of interleaved peer runs", "secs": "iperf3 seconds per test",
+            "peers": "comma-separated from raw,openvpn,wireguard-go,ours (default: all)",
+            "micro": "only the data-channel microbenchmark (no root, no namespaces)",
+            "save": "write results under provision/bench/results/ instead of /tmp/selfvpn-bench/"})
+@guarded
+def bench(c, rounds=3, secs=10, peers="", micro=False, save=False):
+    """Benchmark our tunnel against OpenVPN 2.6, wireguard-go and the bare path (not a test)."""
+    from provision.bench.runner import bench as run_bench
+
+    run_bench(rounds=rounds, secs=secs, peers=peers, micro=micro, save=save)
+
+
+@task(help={"minutes": "total time for all targets", "target": "fuzz only this target",
+            "strict": "count known bugs as findings too"})
+def fuzz(c, minutes=10.0, target="", strict=False):
+    """Fuzz every parser of outside input for N minutes; new crashes land in tests/fuzz/corpus/."""
+    argv = [sys.executable, str(ROOT / "tests" / "fuzz" / "run.py"), "--minutes", str(minutes)]
+    argv += (["--target", target] if target else []) + (["--strict"] if strict else [])
+    raise Exit(code=subprocess.call(argv, cwd=ROOT))
+
+
 # --- the whole story -------------------------------------------------------------------
 
 @task
@@ -156,4 +246,4 @@ for t, name in ((lab_image, "image"), (lab_up, "up"), (lab_down, "down"), (lab_s
                 (lab_run, "run"), (lab_shell, "shell"), (lab_ssh, "ssh"), (lab_snapshot, "snapshot")):
     lab.add_task(t, name=name)
 
-ns = Collection(demo, test, lab)
+ns = Collection(demo, test, add_client, revoke_client, list_clients, status, bench, fuzz, lab)
