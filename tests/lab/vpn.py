@@ -7,13 +7,12 @@ namespaces so runtime tests don't depend on it.)
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from provision import pki, wheelhouse
-from provision.lab import lab as lab_mod
+from provision import pki
+from provision.lab.hostfiles import install_runtime, put, root_of, sh  # noqa: F401 (re-exported)
 from runtime.bundle import Bundle, ServerEndpoint, TunnelSettings, write_bundle
 from runtime.pin import pin_of_pem
 
@@ -21,33 +20,6 @@ SERVERS = {"vps1": "198.51.100.10", "vps2": "198.51.100.20", "vps3": "198.51.100
 RUNTIME_SERVER = "vps3"  # runtime tests' server; deploy tests own vps1 and vps2
 CONTROL_PORT, DATA_PORT = 8443, 51820
 CONF = "/etc/vpn-runtime"
-
-
-def root_of(lab, host: str) -> Path:
-    return Path(f"/proc/{lab.hosts[host].init_pid}/root")
-
-
-def put(lab, host: str, path: str, data: str | bytes, mode: int = 0o644) -> None:
-    target = root_of(lab, host) / path.lstrip("/")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data.encode() if isinstance(data, str) else data)
-    target.chmod(mode)
-
-
-def sh(lab, host: str, cmd: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    argv = [*lab_mod.exec_argv(host, lab), "sh", "-c", cmd]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"on {host}: `{cmd}` exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def install_runtime(lab, host: str) -> None:
-    wheels = wheelhouse.ensure()
-    dest = root_of(lab, host) / "tmp/selfvpn-wheels"
-    subprocess.run(["rm", "-rf", str(dest)], check=True)
-    subprocess.run(["cp", "-r", str(wheels), str(dest)], check=True)
-    sh(lab, host, wheelhouse.install_script("/tmp/selfvpn-wheels"), timeout=300)
 
 
 @dataclass
