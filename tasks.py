@@ -129,6 +129,29 @@ def lab_snapshot(c, host):
     sys.stdout.write(snapshot.take(host, lab.running_state()))
 
 
+# --- servers -------------------------------------------------------------------------
+
+@task(help={"host": "a host, a group or all (from the inventory)", "check": "show the plan; change nothing",
+            "diff": "show unified diffs of files and rulesets", "i": "inventory file",
+            "verbose": "echo every command run on the hosts"})
+@guarded
+def deploy(c, host, check=False, diff=False, i="", verbose=False):
+    """Take hosts to a running VPN server (idempotent; parallel; journaled for teardown)."""
+    from provision import deploy as deploy_mod
+
+    deploy_mod.deploy(_inventory(i), host, check=check, diff=diff, verbose=verbose)
+
+
+@task(help={"host": "a host, a group or all", "check": "show what would be undone; change nothing",
+            "i": "inventory file", "verbose": "echo every command run on the hosts"})
+@guarded
+def teardown(c, host, check=False, i="", verbose=False):
+    """Put hosts back exactly as before the first deploy (replays the host's journal backwards)."""
+    from provision import deploy as deploy_mod
+
+    deploy_mod.teardown(_inventory(i), host, check=check, verbose=verbose)
+
+
 # --- clients -------------------------------------------------------------------------
 
 def _inventory(i: str) -> Path:
@@ -246,4 +269,4 @@ for t, name in ((lab_image, "image"), (lab_up, "up"), (lab_down, "down"), (lab_s
                 (lab_run, "run"), (lab_shell, "shell"), (lab_ssh, "ssh"), (lab_snapshot, "snapshot")):
     lab.add_task(t, name=name)
 
-ns = Collection(demo, test, add_client, revoke_client, list_clients, status, bench, fuzz, lab)
+ns = Collection(demo, test, deploy, teardown, add_client, revoke_client, list_clients, status, bench, fuzz, lab)
