@@ -247,7 +247,7 @@ def fuzz(c, minutes=10.0, target="", strict=False):
 @task
 @guarded
 def demo(c):
-    """Run the whole story on the local lab (for now: bring the lab up and show it)."""
+    """The whole story on the local lab: deploy, add-client, up, revoke, down, teardown."""
     from provision.lab import demo as lab_demo
 
     lab_demo.run(ROOT, LAB_INVENTORY)
