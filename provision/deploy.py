@@ -41,6 +41,7 @@ PASSPHRASE_ENV = "SELFVPN_CA_PASSPHRASE"
 DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "vpn_port": 51820, "vpn_tcp_port": 8443, "vpn_network": "10.8.0.0/24", "vpn_network6": None,
     "vpn_dns": (), "vpn_client_to_client": False, "vpn_public_interface": None, "vpn_upstream_dns": (),
+    "vpn_dns_unblock": (),
 })
 
 
@@ -87,7 +88,7 @@ def server_vars(host: Host) -> dict[str, Any]:
     merged["vpn_port"] = as_port(merged["vpn_port"])
     merged["vpn_tcp_port"] = as_port(merged["vpn_tcp_port"])
     merged["vpn_client_to_client"] = bool(as_bool(merged["vpn_client_to_client"]))
-    for key in ("vpn_dns", "vpn_upstream_dns"):
+    for key in ("vpn_dns", "vpn_upstream_dns", "vpn_dns_unblock"):
         merged[key] = _listing(merged[key])
     for key in ("vpn_network", "vpn_network6", "vpn_public_interface"):
         merged[key] = None if merged[key] in (None, "") else str(merged[key])

@@ -11,6 +11,7 @@ Rule 2: hosts install with `pip --no-index --find-links`: they never reach a reg
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -68,7 +69,15 @@ def ensure(python: str = "3.11") -> Path:
     folder = CACHE / f"py{python}-{source_hash()}"
     if (folder / "ready").exists():
         return folder
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=_mkdir(CACHE)))
+    with open(_mkdir(CACHE) / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time, across processes
+        if not (folder / "ready").exists():
+            _build(folder, python)
+    return folder
+
+
+def _build(folder: Path, python: str) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=CACHE))
     try:
         _build_runtime_wheel(tmp)
         _download_dependencies(tmp, python)
@@ -80,7 +89,6 @@ def ensure(python: str = "3.11") -> Path:
         if old != tmp:
             shutil.rmtree(old, ignore_errors=True)
     tmp.rename(folder)
-    return folder
 
 
 def _mkdir(p: Path) -> Path:

@@ -155,6 +155,7 @@ class Client:
     async def open_session(self, target: Target) -> None:
         loop = asyncio.get_running_loop()
         self.target, self.ended = target, loop.create_future()
+        self.started = time.monotonic()
         self.established = loop.create_future()
         ep = target.endpoint
         config = ClientConfig(ep.name, ep.pin, self.settings.transport, (self.bundle.tunnel.cipher,))
@@ -200,8 +201,8 @@ class Client:
         """Until the first authenticated datagram (UDP) or at once (TCP transport)."""
         if self.settings.transport == "tcp":
             return
-        since = time.monotonic()
-        deadline = since + CONNECT_TIMEOUT
+        since = self.started
+        deadline = time.monotonic() + CONNECT_TIMEOUT
         while self.core.live.last_received <= since:
             if time.monotonic() > deadline:
                 raise SessionEnded("no datagram from the server (is its UDP port open?)")
@@ -231,6 +232,14 @@ class Client:
                 self.pump()
         except (ConnectionError, OSError):
             pass
+        except VpnError as e:
+            log.error("%s", e.line())
+            self.end(e.message, refused=True)
+            return
+        except Exception:
+            log.exception("internal error in the session")
+            self.end("internal error (see the log)", refused=True)
+            return
         if self.core is not None:
             self.core.connection_lost(time.monotonic())
             self.pump()

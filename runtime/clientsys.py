@@ -93,7 +93,7 @@ def configure_tunnel(journal: Journal, settings: Settings, a: TunnelAssignment, 
         routing: netconf.FullTunnel | netconf.SplitTunnel = netconf.FullTunnel(ipv6=a.address6 is not None)
     else:
         pushed = tuple(str(r) for r in a.routes)
-        routing = netconf.SplitTunnel(settings.routes or pushed)
+        routing = netconf.SplitTunnel(beyond_tunnel(settings.routes or pushed, a))
     def configure() -> None:
         with IPRoute() as ipr:
             netconf.configure(ipr, journal, netconf.TunnelNet(IFNAME, addrs, mtu=mtu, routing=routing))
@@ -101,6 +101,15 @@ def configure_tunnel(journal: Journal, settings: Settings, a: TunnelAssignment, 
     outside_loop(configure)
     if settings.dns and a.dns:
         dns.point_resolver(journal, IFNAME, [str(d) for d in a.dns])
+
+
+def beyond_tunnel(cidrs: tuple[str, ...], a: TunnelAssignment) -> tuple[str, ...]:
+    """The split-tunnel routes the tunnel's own addresses do not already cover (the
+    kernel routes a TUN address's network by itself)."""
+    own = [x.network for x in (a.address4, a.address6) if x is not None]
+    nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+    return tuple(str(n) for n in nets
+                 if not any(n.version == o.version and n.subnet_of(o) for o in own))  # type: ignore[arg-type]
 
 
 def same_network(a: TunnelAssignment | None, b: TunnelAssignment) -> bool:

@@ -29,10 +29,11 @@ from provision.pki.ca import utcnow
 from provision.pki.issue import check_client_name
 from provision.runner import Connector
 
-CRL_PATH = "/etc/vpn-runtime/crl.pem"
+CRL_DIR = "/etc/vpn-runtime"
+CRL_PATH = f"{CRL_DIR}/crl.pem"
 CRL_TEMP = CRL_PATH + ".new"
 RELOAD = "systemctl reload vpn-runtime"
-PushResult = Outcome[None]
+PushResult = Outcome[str]
 
 
 class CrlNotPushed(HostFailed):
@@ -72,10 +73,18 @@ def retire_bundle(layout: Layout, name: str) -> Path | None:
     return layout.revoked(name)
 
 
-def install_crl(remote: Remote, crl_pem: str) -> None:
+NOT_DEPLOYED = "not deployed yet: skipped (its first deploy installs the current CRL)"
+
+
+def install_crl(remote: Remote, crl_pem: str) -> str:
+    """Install the CRL and reload the daemon; a server never deployed is skipped (it has
+    no daemon to protect, and deploy brings the CRL as of that day)."""
+    if remote.run(f"test -d {CRL_DIR}", check=False).rc != 0:
+        return NOT_DEPLOYED
     remote.put(crl_pem.encode(), CRL_TEMP, 0o644)
     remote.run(f"mv -f {CRL_TEMP} {CRL_PATH}")
     remote.run(RELOAD)
+    return "CRL installed, daemon reloaded"
 
 
 def render_pushes(results: list[PushResult]) -> list[str]:
@@ -86,7 +95,7 @@ def render_pushes(results: list[PushResult]) -> list[str]:
 
 def _pushed(result: PushResult) -> str:
     if result.ok:
-        return "CRL installed, daemon reloaded"
+        return result.value or "CRL installed, daemon reloaded"
     return f"{result.state}: {result.error}"
 
 

@@ -13,6 +13,7 @@ import os
 import secrets
 import shlex
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -81,22 +82,29 @@ def up(log=print) -> LabState:
         pid, key = started[h.name]
         state.hosts[h.name] = HostState(pid, container.wait_running(h, pid), key)
         state.save()
+    for h in HOSTS:
+        _wait_link_local(h, state.hosts[h.name].init_pid)
     _write_known_hosts(state)
     return state
 
 
 def reset_host(name: str, log=print) -> LabState:
-    """Give one host a fresh disk: stop it, drop its writable layer, boot it again (its
-    network namespace and wiring stay).  For tests that need a never-touched host."""
+    """Give one host a fresh disk and a fresh network namespace (no nft table or sysctl
+    of an earlier run survives), then boot it.  For tests that need a never-touched host."""
     state, h = running_state(), host(name)
     container.stop([state.hosts[name].nspawn_pid])
     paths = container.paths(h)
     for mnt in image.mounts_below(paths.base):
         local.run(["umount", mnt])
     shutil.rmtree(paths.base)
+    local.run(["ip", "netns", "del", h.netns])  # nft tables and sysctls live in the namespace
+    local.run(["ip", "netns", "add", h.netns])
+    net.ip(h.netns, "link", "set", "lo", "up")
+    net.wire_host(h)
     pid, key = _start(h, Path(state.image), state)
     state.hosts[name] = HostState(pid, container.wait_running(h, pid), key)
     state.save()
+    _wait_link_local(h, state.hosts[name].init_pid)
     _write_known_hosts(state)
     log(f"lab: {name} reset to a fresh disk")
     return state
@@ -106,6 +114,20 @@ def _start(h: LabHost, img: Path, state: LabState) -> tuple[int, str]:
     root = container.mount_root(h)
     key = container.prepare(h, root, KEY.with_suffix(".pub").read_text(), state.admin_password)
     return container.boot(h, root, img), key
+
+
+def _wait_link_local(h: LabHost, pid: int, timeout: float = 10) -> None:
+    """Until eth0's IPv6 link-local address exists and is no longer tentative, so that a
+    snapshot taken now does not differ from one taken a second later."""
+    if h is INTERNET:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = local.out([*container.enter(pid), "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"],
+                        check=False)
+        if out.strip() and "tentative" not in out:
+            return
+        time.sleep(0.1)
 
 
 def _ensure_key() -> None:

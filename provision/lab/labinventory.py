@@ -28,8 +28,10 @@ def render(state: LabState) -> str:
         "vars": {"ansible_ssh_private_key_file": str(KEY), "ansible_ssh_common_args": common,
                  "ansible_python_interpreter": "/usr/bin/python3"},
         "children": {
-            "vpn_servers": {"hosts": servers, "vars": {"vpn_network": "10.8.0.0/24",
-                                                        "vpn_network6": "fd00:8::/64"}},
+            "vpn_servers": {"hosts": servers, "vars": {
+                "vpn_network": "10.8.0.0/24", "vpn_network6": "fd00:8::/64",
+                "vpn_dns_unblock": ["test."],  # the lab's zone: web.example.test
+            }},
             "lab_clients": {"hosts": clients},
             "spare_servers": {"hosts": spares},
         },

@@ -12,6 +12,7 @@ Rule 3: the config is rendered by a pure function and written by the `file` op.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 
 from provision.connection import Remote, Result
@@ -40,13 +41,16 @@ def tunnel_address(network: str) -> str:
     return str(ipaddress.ip_network(network)[1])
 
 
-def render_unbound(network: str, network6: str | None, upstream: tuple[str, ...]) -> str:
+def render_unbound(network: str, network6: str | None, upstream: tuple[str, ...],
+                   unblock: tuple[str, ...] = ()) -> str:
     nets = [n for n in (network, network6) if n]
     lines = ["# Written by selfvpn deploy: the DNS resolver of VPN clients.", "server:"]
     lines += [f"    interface: {tunnel_address(n)}" for n in nets]
     lines += ["    ip-freebind: yes"]
     lines += [f"    access-control: {n} allow" for n in nets]
-    lines += ["    do-not-query-localhost: no", '    module-config: "iterator"', "", "forward-zone:",
+    lines += ["    do-not-query-localhost: no", '    module-config: "iterator"']
+    lines += [f'    local-zone: "{zone}" nodefault' for zone in unblock]
+    lines += ["", "forward-zone:",
               '    name: "."']
     lines += [f"    forward-addr: {address}" for address in upstream]
     return "\n".join(lines) + "\n"
@@ -66,6 +70,7 @@ class ResolverOp(Operation[ResolverState]):
     network: str
     network6: str | None = None
     upstream: tuple[str, ...] = ()
+    unblock: tuple[str, ...] = ()  # special-use zones (RFC 6761, e.g. "test.") to forward, not refuse
     path: str = "/etc/unbound/unbound.conf.d/selfvpn.conf"
 
     def validate(self) -> None:
@@ -75,6 +80,9 @@ class ResolverOp(Operation[ResolverState]):
             ipaddress.IPv6Network(self.network6)
         for address in self.upstream:
             ipaddress.ip_address(address)
+        for zone in self.unblock:
+            if not re.fullmatch(r"([a-z0-9-]+\.)+", zone):
+                raise ValueError(f"unblock: expected zone names ending in a dot, got {zone!r}")
 
     def gather(self, remote: Remote, ctx: Context) -> ResolverState:
         servers = self.upstream or gather(remote, RESOLV_CONF)
@@ -85,5 +93,5 @@ class ResolverOp(Operation[ResolverState]):
         upstream = tuple(s for s in state.nameservers if s not in ours)
         if not upstream:
             raise OperationFailed("no nameserver in the host's /etc/resolv.conf to forward to; set vpn_upstream_dns")
-        content = render_unbound(self.network, self.network6, upstream)
+        content = render_unbound(self.network, self.network6, upstream, self.unblock)
         return FileOp(self.path, content, "0644").decide(state.file, ctx)

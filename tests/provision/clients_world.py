@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from provision.clients.revoke import CRL_PATH, CRL_TEMP, RELOAD
+from provision.clients.revoke import CRL_DIR, CRL_PATH, CRL_TEMP, RELOAD
 from provision.clients.status import IS_ACTIVE, READ_CRL, RUNTIME_STATUS
 from provision.connection import HostUnreachable, Remote
 from provision.inventory import Host
@@ -96,7 +96,7 @@ def make_world(root: Path, inventory: str = INVENTORY, deployed: Iterable[str] =
 
 def push_remote(name: str, reload_rc: int = 0) -> FakeRemote:
     """A server that expects the CRL push and nothing else."""
-    commands = {f"mv -f {CRL_TEMP} {CRL_PATH}": (0, ""), RELOAD: (reload_rc, "")}
+    commands = {f"test -d {CRL_DIR}": (0, ""), f"mv -f {CRL_TEMP} {CRL_PATH}": (0, ""), RELOAD: (reload_rc, "")}
     return FakeRemote(name, commands, puts=[CRL_TEMP])
 
 

@@ -30,7 +30,7 @@ from provision.clients import (
     revoke_client,
     server_status,
 )
-from provision.clients.revoke import CRL_PATH, CRL_TEMP, RELOAD
+from provision.clients.revoke import CRL_DIR, CRL_PATH, CRL_TEMP, RELOAD
 from provision.clients.status import parse_runtime
 from provision.errors import HostFailed, InventoryError, PkiError, UsageError
 from provision.pki import load_roster
@@ -258,7 +258,7 @@ def test_revoke_pushes_the_new_crl_to_every_server_and_reloads_the_daemon(world:
     assert crl.get_revoked_certificate_by_serial_number(serial) is not None
     for remote in hosts.remotes.values():
         assert remote.put_files == {CRL_TEMP: (world.crl_pem(), 0o644)}
-        assert remote.ran == [f"mv -f {CRL_TEMP} {CRL_PATH}", RELOAD]
+        assert remote.ran == [f"test -d {CRL_DIR}", f"mv -f {CRL_TEMP} {CRL_PATH}", RELOAD]
         assert remote.closed
     assert "laptop" not in hosts.connected
 
@@ -451,3 +451,11 @@ def test_the_runtime_status_parser_finds_the_server_among_several() -> None:
     assert parse_runtime(5, "[]", "") == (None, "no server runs here (exit 5)")
     assert parse_runtime(127, "", "sh: vpn-runtime: not found") == (None, "sh: vpn-runtime: not found")
     assert parse_runtime(0, "garbage", "")[0] is None
+
+
+def test_a_server_never_deployed_is_skipped_not_failed():
+    from provision.clients.revoke import NOT_DEPLOYED, install_crl
+    from tests.provision.fakes import FakeRemote
+
+    remote = FakeRemote("vps9", {f"test -d {CRL_DIR}": (1, "")})
+    assert install_crl(remote, "PEM") == NOT_DEPLOYED
