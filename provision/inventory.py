@@ -8,6 +8,8 @@ Rule 2: every value we use is checked where it is written, and an error names th
 the YAML path and the value (`inventory/hosts.yml: all.hosts.vps1.ansible_port: expected
 1-65535, got 'auto'`).
 Rule 3: the become password lives only in `Host.become_password`, which no repr shows.
+Rule 4: the file is read through runtime's bounded YAML loader (size, nesting, aliases), and
+a bad value is shown cut short, so any input costs bounded time and memory.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from provision.errors import InventoryError
+from runtime.validate import MAX_FILE_BYTES, NotYaml, brief, load_yaml, one_line
 
 GROUP_KEYS = ("hosts", "vars", "children")
+HOST_RANGE = re.compile(r"\[[^\[\]:]*:[^\[\]]*\]")  # web[1:3]; linear time on any name
+PRIORITY = re.compile(r"[-+]?[0-9]{1,18}")
 SECRET_VARS = frozenset({"ansible_become_password", "ansible_become_pass"})
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -83,13 +86,15 @@ class Inventory:
 
 
 def _show(value: object) -> str:
-    return repr(value) if isinstance(value, str) else f"{value!r} ({type(value).__name__})"
+    return brief(value) if isinstance(value, str) else f"{brief(value)} ({type(value).__name__})"
 
 
 def as_bool(value: object) -> bool | None:
     """Ansible's reading of a boolean, or None when it is not one."""
     if isinstance(value, bool):
         return value
+    if isinstance(value, list | dict):
+        return None
     text = str(value).strip().lower()
     return True if text in _TRUE else False if text in _FALSE else None
 
@@ -100,6 +105,13 @@ def as_port(value: object) -> int | None:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     return value if isinstance(value, int) and 1 <= value <= 65535 else None
+
+
+def as_priority(value: object) -> int | None:
+    """`ansible_group_priority` as Ansible reads it (`int(value)`), or None when it is not one."""
+    if isinstance(value, str) and PRIORITY.fullmatch(value.strip()):
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _check_port(value: object) -> str | None:
@@ -113,6 +125,10 @@ def _check_bool(value: object) -> str | None:
 def _check_text(value: object) -> str | None:
     ok = isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip()
     return None if ok else f"expected a non-empty string, got {_show(value)}"
+
+
+def _check_priority(value: object) -> str | None:
+    return None if as_priority(value) is not None else f"expected an integer like 10, got {_show(value)}"
 
 
 def _check_method(value: object) -> str | None:
@@ -132,7 +148,7 @@ def _check_ssh_args(value: object) -> str | None:
 def _check_network(version: int) -> Callable[[object], str | None]:
     def check(value: object) -> str | None:
         try:
-            net = ipaddress.ip_network(str(value), strict=True)
+            net = ipaddress.ip_network(value, strict=True) if isinstance(value, str) else None
         except ValueError:
             net = None
         good = net is not None and net.version == version
@@ -143,12 +159,17 @@ def _check_network(version: int) -> Callable[[object], str | None]:
 
 def _check_addresses(value: object) -> str | None:
     items = value if isinstance(value, list) else [value]
+    if all(isinstance(item, str) and _is_address(item) for item in items):
+        return None
+    return f"expected an IP address or a list of them, got {_show(value)}"
+
+
+def _is_address(text: str) -> bool:
     try:
-        for item in items:
-            ipaddress.ip_address(str(item))
+        ipaddress.ip_address(text)
     except ValueError:
-        return f"expected an IP address or a list of them, got {_show(value)}"
-    return None
+        return False
+    return True
 
 
 def _check_ifname(value: object) -> str | None:
@@ -173,6 +194,7 @@ VAR_CHECKS: Mapping[str, Callable[[object], str | None]] = {
     "vpn_dns": _check_addresses,
     "vpn_client_to_client": _check_bool,
     "vpn_public_interface": _check_ifname,
+    "ansible_group_priority": _check_priority,
 }
 
 
@@ -191,7 +213,7 @@ class _Tree:
     children: dict[str, list[str]] = field(default_factory=dict)
 
     def fail(self, where: str, problem: str, hint: str | None = None) -> InventoryError:
-        return InventoryError(f"{self.source}: {where}: {problem}", hint)
+        return InventoryError(one_line(f"{self.source}: {where}: {problem}"), hint)
 
 
 def _check_vars(tree: _Tree, values: object, where: str) -> dict[str, Any]:
@@ -233,7 +255,7 @@ def _entries(tree: _Tree, value: object, where: str, what: str) -> list[tuple[st
 
 def _walk_hosts(tree: _Tree, group: str, hosts: object, where: str) -> None:
     for name, values in _entries(tree, hosts, where, "host"):
-        if re.search(r"\[.*:.*\]", name):
+        if HOST_RANGE.search(name):
             raise tree.fail(f"{where}.{name}", "host ranges are not supported", "list each host")
         if name not in tree.host_order:
             tree.host_order.append(name)
@@ -292,8 +314,8 @@ def _ancestors(tree: _Tree, host: str) -> set[str]:
 
 def _combined_vars(tree: _Tree, host: str, depths: Mapping[str, int]) -> dict[str, Any]:
     def order(group: str) -> tuple[int, int, str]:
-        priority = tree.group_vars[group].get("ansible_group_priority", 1)
-        return depths[group], int(priority), group
+        priority = as_priority(tree.group_vars[group].get("ansible_group_priority", 1))
+        return depths[group], priority or 0, group  # never None: _check_vars checked it
 
     combined: dict[str, Any] = {}
     for group in sorted(_ancestors(tree, host), key=order):
@@ -363,19 +385,19 @@ def _build(tree: _Tree) -> Inventory:
     return Inventory(tree.source, MappingProxyType(hosts), MappingProxyType(groups))
 
 
-def _load_yaml(text: str, source: str) -> dict[str, Any]:
+def _load_yaml(text: str | bytes, source: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InventoryError(f"{source}: not valid YAML: {exc}".replace("\n", " ")) from None
+        data = load_yaml(text)
+    except NotYaml as exc:
+        raise InventoryError(f"{source}: {exc}", exc.hint) from None
     if not isinstance(data, dict) or not data:
         raise InventoryError(f"{source}: expected a mapping with an 'all:' group",
                              "start the file with `all:` and its hosts, vars and children")
     return data
 
 
-def parse_inventory(text: str, source: str) -> Inventory:
-    """Parse an inventory from YAML `text`; `source` names the file in errors."""
+def parse_inventory(text: str | bytes, source: str) -> Inventory:
+    """Parse an inventory from YAML `text` (bytes: UTF-8); `source` names the file in errors."""
     tree = _Tree(source)
     data = _load_yaml(text, source)
     tree.group_vars.setdefault("all", {})
@@ -391,7 +413,9 @@ def parse_inventory(text: str, source: str) -> Inventory:
 def load_inventory(path: str | Path) -> Inventory:
     """Read and parse the inventory file at `path`."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise InventoryError(f"{path}: cannot read: {exc.strerror}", "check the --inventory path") from None
-    return parse_inventory(text, str(path))
+    if len(data) > MAX_FILE_BYTES:
+        raise InventoryError(f"{path}: {len(data)} bytes is too large for an inventory", "check the --inventory path")
+    return parse_inventory(data, str(path))

@@ -8,6 +8,9 @@ typed value or raises `ConfigError`; it never raises anything else, whatever the
 Rule 2: unknown keys are errors (a typo must not be ignored), with a "did you mean" hint.
 Rule 3: files are written atomically (temp file, fsync, rename), created with their final
 mode from the start so that a private key is never readable by others, even briefly.
+Rule 4: YAML from outside is loaded in bounded time and memory (`load_yaml`, shared with
+provision/): nesting and alias expansion are capped before any value is built, and an error
+message renders a found value with a bounded walk (`brief`), never a whole repr.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import difflib
 import ipaddress
 import os
 import re
+import reprlib
 import tempfile
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -37,6 +41,15 @@ HOSTNAME = re.compile(
     r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?"
 )
 PORT_RANGE = (1, 65535)
+MAX_YAML_DEPTH = 64  # nested lists and mappings
+MAX_YAML_VALUES = 100_000  # nodes, counting each alias as often as it is used
+TAG = "tag:yaml.org,2002:"
+CHECKED_TAGS = {  # a tag whose constructor fails oddly on other text: what it takes, in words
+    f"{TAG}int": ({f"{TAG}int"}, "an integer"),
+    f"{TAG}float": ({f"{TAG}float", f"{TAG}int"}, "a number like 1.5"),
+    f"{TAG}bool": ({f"{TAG}bool"}, "true or false"),
+    f"{TAG}timestamp": ({f"{TAG}timestamp"}, "a date like 2030-01-31"),
+}
 
 
 @dataclass(frozen=True)
@@ -64,13 +77,33 @@ def one_line(message: str) -> str:
     return " ".join(message.split()) if "\n" in message or "\r" in message else message
 
 
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()
+    short.maxlevel = 3
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = short.maxfrozenset = 8
+    short.maxstring = short.maxother = short.maxlong = 64
+    return short
+
+
+SHORT = _short_repr()
+
+
+def brief(value: Any, width: int = 60) -> str:
+    """A repr of `value` cut to `width` characters, one line, in bounded work however large
+    or shared (YAML aliases) the value is: a few levels and items, each string cut first."""
+    return cut(repr(value[: width + 1]) if isinstance(value, str) else SHORT.repr(value), width)
+
+
+def cut(text: str, width: int = 60) -> str:
+    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def shown(value: Any) -> str:
     """A short, one-line rendering of a found value for an error message."""
     if value is None:
         return "nothing"
-    text = repr(value) if isinstance(value, str) else f"{type(value).__name__} {value!r}"
-    text = text.replace("\n", "\\n")
-    return text if len(text) <= 60 else text[:57] + "..."
+    return brief(value) if isinstance(value, str) else cut(f"{type(value).__name__} {SHORT.repr(value)}")
 
 
 def read_yaml(path: Path, what: str) -> Any:
@@ -87,15 +120,114 @@ def read_yaml(path: Path, what: str) -> Any:
 
 def parse_yaml(where: Where, data: bytes, what: str) -> Any:
     try:
-        return yaml.load(data.decode("utf-8"), Loader=yaml.CSafeLoader)
+        return load_yaml(data)
+    except NotYaml as exc:
+        raise where.fail(f"not a {what}: {exc}", exc.hint) from None
+
+
+class NotYaml(Exception):
+    """Text `load_yaml` refuses; each caller turns it into its own error (ConfigError, ...)."""
+
+    def __init__(self, problem: str, hint: str | None = None) -> None:
+        super().__init__(one_line(problem))
+        self.hint = hint
+
+
+def load_yaml(data: bytes | str) -> Any:
+    """One YAML document (safe tags only), in bounded time and memory; else `NotYaml`."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
     except UnicodeDecodeError:
-        raise where.fail(f"not a {what}: not UTF-8 text", "is this the right file?") from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
+        raise NotYaml("not UTF-8 text", "is this the right file?") from None
+    loader = yaml.CSafeLoader(text)
+    try:
+        node = _yaml_node(loader)
+        if node is not None:
+            YamlBounds(loader).check(node)
+        return _yaml_value(loader, node)
+    finally:
+        loader.dispose()
+
+
+def _yaml_node(loader: yaml.CSafeLoader) -> yaml.Node | None:
+    try:
+        return loader.get_single_node()
+    except yaml.YAMLError as exc:
+        raise _not_yaml(exc) from None
+
+
+def _yaml_value(loader: yaml.CSafeLoader, node: yaml.Node | None) -> Any:
+    if node is None:
+        return None
+    try:
+        return loader.construct_document(node)
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:  # bad dates, too many digits
+        raise _not_yaml(exc) from None
+
+
+def _not_yaml(exc: Exception) -> NotYaml:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
         at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise where.fail(f"not a {what}: not valid YAML{at}: {exc.problem}") from None
-    except (yaml.YAMLError, ValueError, RecursionError, OverflowError) as exc:
-        raise where.fail(f"not a {what}: not valid YAML: {exc}") from None
+        return NotYaml(f"not valid YAML{at}: {exc.problem or exc.context}")
+    return NotYaml(f"not valid YAML: {exc}")
+
+
+class YamlBounds:
+    """Walks the node graph before anything is built: depth, size with aliases expanded
+    (each shared node is measured once), aliases to themselves, and scalars given a tag
+    they do not match (`!!int x`), on which PyYAML's constructors raise odd errors."""
+
+    def __init__(self, loader: yaml.CSafeLoader) -> None:
+        self.loader = loader
+        self.measured: dict[int, tuple[int, int]] = {}  # id(node): (values, height)
+        self.open: set[int] = set()
+
+    def check(self, root: yaml.Node) -> None:
+        values, _height = self.measure(root, 0)
+        if values > MAX_YAML_VALUES:
+            raise NotYaml(f"more than {MAX_YAML_VALUES} values once YAML aliases are expanded",
+                          "write the values out; do not nest aliases")
+
+    def measure(self, node: yaml.Node, depth: int) -> tuple[int, int]:
+        known = self.measured.get(id(node))
+        if known is None:
+            known = self.measured[id(node)] = self._walk(node, depth)
+        if depth + known[1] > MAX_YAML_DEPTH:
+            raise self._fail(node, f"nested deeper than {MAX_YAML_DEPTH} levels")
+        return known
+
+    def _walk(self, node: yaml.Node, depth: int) -> tuple[int, int]:
+        if id(node) in self.open:
+            raise self._fail(node, "a YAML alias refers to a value that contains it")
+        if isinstance(node, yaml.ScalarNode):
+            self._check_tag(node)
+            return 1, 0
+        self.open.add(id(node))
+        values, height = 1, 0
+        for child in _children(node):
+            if depth + 1 > MAX_YAML_DEPTH:
+                raise self._fail(child, f"nested deeper than {MAX_YAML_DEPTH} levels")
+            child_values, child_height = self.measure(child, depth + 1)
+            values, height = min(values + child_values, MAX_YAML_VALUES + 1), max(height, child_height + 1)
+        self.open.discard(id(node))
+        return values, height
+
+    def _check_tag(self, node: yaml.ScalarNode) -> None:
+        allowed, what = CHECKED_TAGS.get(node.tag, (None, ""))
+        if allowed and self.loader.resolve(yaml.ScalarNode, node.value, (True, False)) not in allowed:
+            tag = node.tag.removeprefix(TAG)
+            raise self._fail(node, f"!!{tag} expects {what}, got {brief(node.value)}")
+
+    @staticmethod
+    def _fail(node: yaml.Node, problem: str) -> NotYaml:
+        return NotYaml(f"not valid YAML at line {node.start_mark.line + 1}: {problem}")
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
 
 
 def fields(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from runtime.bundle import dump_bundle, load_bundle
 from runtime.errors import ConfigError
 
 from tests.bundle.bundle_helpers import Material, make_bundle
+from tests.config.yaml_bombs import with_bomb
 
 Raw = dict[str, Any]
 
@@ -126,12 +128,29 @@ def test_foreign_file_is_not_a_selfvpn_bundle(bundle_path: Path, text: str) -> N
         (b"kind: selfvpn-bundle\nservers: [\n", "not a selfvpn bundle: not valid YAML at line"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\xff", "not a selfvpn bundle: not UTF-8 text"),
         (b"a: b: c: :\n\t- x", "not valid YAML"),
+        (b"!!int", "not a selfvpn bundle: not valid YAML at line 1: !!int expects an integer, got ''"),
+        (b"kind: selfvpn-bundle\nversion: !!float\n", "at line 2: !!float expects a number like 1.5, got ''"),
     ],
-    ids=["truncated yaml", "binary", "garbage"],
+    ids=["truncated yaml", "binary", "garbage", "empty int", "empty float"],
 )
 def test_unparseable_file_is_named(bundle_path: Path, data: bytes, expected: str) -> None:
     err = failure(bundle_path, data)
     assert err.message.startswith("alice.bundle: ") and expected in err.message
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(bundle_path: Path) -> None:
+    started = time.monotonic()
+    err = failure(bundle_path, with_bomb("ca: BOMB\nversion: 1\nkind: selfvpn-bundle\nname: LAST\n"))
+    assert err.message == "alice.bundle: not a selfvpn bundle: more than 100000 values once YAML aliases are expanded"
+    assert time.monotonic() - started < 1
+
+
+def test_a_bundle_sharing_a_value_through_an_alias_loads(material: Material, bundle_path: Path) -> None:
+    text = dump_bundle(make_bundle(material))
+    pin = material.server_pin
+    assert text.count(f"pin: {pin}") == 2
+    bundle_path.write_text(text.replace(f"pin: {pin}", f"pin: &pin {pin}", 1).replace(f"pin: {pin}", "pin: *pin"))
+    assert [s.pin for s in load_bundle(bundle_path).servers] == [pin, pin]
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

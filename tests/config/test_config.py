@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from ipaddress import IPv4Address, IPv4Interface, IPv6Interface, ip_network
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import yaml
 
 from runtime.config import DaemonConfig, Paths, load_config
 from runtime.errors import ConfigError
+from tests.config.yaml_bombs import with_bomb
 
 MINIMAL = {"name": "vps1.example.net", "network": "10.8.0.0/24"}
 
@@ -133,6 +135,43 @@ def test_broken_yaml_is_a_config_error(tmp_path: Path) -> None:
     path.write_text("name: vps1\nnetwork: [10.8.0.0/24\n")
     with pytest.raises(ConfigError, match=r"server.yml: not a server config: not valid YAML at line 3"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("a: !!float\n", "line 1: !!float expects a number like 1.5, got ''"),
+        ("!!int\n", "line 1: !!int expects an integer, got ''"),
+        ("name: !!bool maybe\n", "line 1: !!bool expects true or false, got 'maybe'"),
+        ("name: !!timestamp soon\n", "line 1: !!timestamp expects a date like 2030-01-31, got 'soon'"),
+        ("name: vps1\nroutes: &r [10.0.0.0/8, *r]\n", "line 2: a YAML alias refers to a value that contains it"),
+        ("name: vps1\nroutes: " + "[" * 100 + "]" * 100 + "\n", "line 2: nested deeper than 64 levels"),
+    ],
+    ids=["empty float", "empty int", "bad bool", "bad timestamp", "alias loop", "deep nesting"],
+)
+def test_yaml_the_loader_cannot_build_is_a_config_error(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "server.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.message == f"server.yml: not a server config: not valid YAML at {problem}"
+
+
+def test_a_yaml_alias_bomb_under_a_checked_key_is_refused_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "server.yml"
+    path.write_text(with_bomb("routes: BOMB\nname: LAST\nnetwork: 10.8.0.0/24\n"))
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="^server.yml: not a server config: more than 100000 values once YAML"):
+        load_config(path)
+    assert time.monotonic() - started < 1
+
+
+def test_a_small_alias_is_read_and_a_long_bad_value_is_shown_short(tmp_path: Path) -> None:
+    path = tmp_path / "server.yml"
+    path.write_text(with_bomb("routes: BOMB\nname: LAST\nnetwork: 10.8.0.0/24\n", levels=3))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.message == "server.yml: name: expected a DNS name, got list [[[[...], [...], [...], [...], [...], [...], [...], ..."
 
 
 def test_config_is_frozen(tmp_path: Path) -> None:

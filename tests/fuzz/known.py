@@ -21,20 +21,6 @@ class Known:
 
 
 KNOWN: tuple[Known, ...] = (
-    Known("bundle", "validate.py:parse_yaml", b"!!int",
-          "runtime/validate.py parse_yaml: an empty !!int/!!float scalar makes the YAML loader raise "
-          "IndexError, which parse_yaml does not catch (it catches YAMLError, ValueError, ...)"),
-    Known("config", "validate.py:parse_yaml", b"a: !!float",
-          "same IndexError through load_config"),
-    Known("inventory", "inventory.py:load_inventory", b"\x83",
-          "provision/inventory.py load_inventory: a file that is not UTF-8 raises UnicodeDecodeError "
-          "(read_text catches only OSError)"),
-    Known("inventory", "inventory.py:_load_yaml", b"!!float l",
-          "provision/inventory.py _load_yaml: yaml.safe_load raises ValueError/IndexError on bad "
-          "!!float/!!int scalars, and RecursionError on deep nesting; only YAMLError is caught"),
-    Known("inventory", "inventory.py:order", b"all:\n  vars: {ansible_group_priority: x}\n  hosts: {a: }\n",
-          "provision/inventory.py _combined_vars.order: int(priority) on an unchecked ansible_group_priority "
-          "raises ValueError ('x'), TypeError ([1]) or OverflowError (.inf)"),
     Known("playbook", "playbook.py:load_playbook", b"\xca",
           "provision/playbook.py load_playbook: non-UTF-8 file raises UnicodeDecodeError"),
     Known("playbook", "playbook.py:parse_playbook", b"- !!float e: 1\n",

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from provision.errors import InventoryError
 from provision.inventory import load_inventory, parse_inventory, proxy_command
+from tests.config.yaml_bombs import with_bomb
 
 DATA = Path(__file__).parent / "data"
 EXAMPLE = DATA / "hosts.yml"
@@ -114,6 +116,69 @@ def test_port_error_has_the_documented_form_and_a_hint():
 def test_missing_file_is_an_inventory_error(tmp_path):
     with pytest.raises(InventoryError, match="cannot read"):
         load_inventory(tmp_path / "nope.yml")
+
+
+def test_a_file_that_is_not_utf8_is_an_inventory_error(tmp_path):
+    path = tmp_path / "hosts.yml"
+    path.write_bytes(b"\x83")
+    with pytest.raises(InventoryError) as err:
+        load_inventory(path)
+    assert err.value.line() == f"{path}: not UTF-8 text (is this the right file?)"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("!!float l", "not valid YAML at line 1: !!float expects a number like 1.5, got 'l'"),
+        ("!!float :", "not valid YAML at line 1: !!float expects a number like 1.5, got ''"),
+        ("all:\n  vars: {ansible_port: !!int x}\n", "not valid YAML at line 2: !!int expects an integer, got 'x'"),
+        ("[" * 5000, "not valid YAML at line 1: exceeded maximum nesting depth"),
+        ("all: " + "{a: " * 100 + "}" * 100, "not valid YAML at line 1: nested deeper than 64 levels"),
+    ],
+    ids=["bad float", "empty float", "bad int", "5000 brackets", "deep nesting"],
+)
+def test_yaml_the_loader_cannot_build_is_an_inventory_error(text, problem):
+    with pytest.raises(InventoryError) as err:
+        parse_inventory(text, "inventory/hosts.yml")
+    assert err.value.message == f"inventory/hosts.yml: {problem}"
+
+
+@pytest.mark.parametrize(
+    ("priority", "shown"), [("x", "'x'"), ("[1]", "[1] (list)"), (".inf", "inf (float)"), ("true", "True (bool)")]
+)
+def test_group_priority_must_be_an_integer(priority, shown):
+    text = f"all:\n  vars: {{ansible_group_priority: {priority}}}\n  hosts: {{a: }}\n"
+    with pytest.raises(InventoryError) as err:
+        parse_inventory(text, "inventory/hosts.yml")
+    assert err.value.message == (
+        f"inventory/hosts.yml: all.vars.ansible_group_priority: expected an integer like 10, got {shown}"
+    )
+
+
+def test_an_alias_bomb_under_a_checked_var_is_refused_at_once():
+    started = time.monotonic()
+    with pytest.raises(InventoryError) as err:
+        parse_inventory(with_bomb("all:\n  hosts:\n    h:\n      vpn_dns: BOMB\n"), "inventory/hosts.yml")
+    assert err.value.message == "inventory/hosts.yml: more than 100000 values once YAML aliases are expanded"
+    assert time.monotonic() - started < 1
+
+
+def test_vars_shared_through_an_alias_are_read():
+    text = """
+all:
+  children:
+    a: {vars: &common {vpn_port: 4443, vpn_dns: [10.8.0.1]}, hosts: {h1: }}
+    b: {vars: *common, hosts: {h2: {<<: *common, vpn_port: 5443}}}
+"""
+    hosts = parse_inventory(text, "inv.yml").hosts
+    assert (hosts["h1"].vars["vpn_port"], hosts["h2"].vars["vpn_port"]) == (4443, 5443)
+    assert hosts["h2"].vars["vpn_dns"] == ("10.8.0.1",)
+
+
+def test_a_long_host_name_with_brackets_is_checked_in_linear_time():
+    started = time.monotonic()
+    inventory = parse_inventory("all:\n  hosts:\n    ? h" + "[" * 100_000 + "\n", "inv.yml")
+    assert len(inventory.hosts) == 1 and time.monotonic() - started < 1
 
 
 @pytest.mark.parametrize(
