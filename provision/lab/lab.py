@@ -110,6 +110,20 @@ def reset_host(name: str, log=print) -> LabState:
     return state
 
 
+def reboot_host(name: str, log=print) -> LabState:
+    """Power a host off (SIGTERM to nspawn: a clean shutdown) and boot it again on the
+    same disk, as a reboot of a VPS does; its network namespace stays, like its NIC."""
+    state, h = running_state(), host(name)
+    container.stop([state.hosts[name].nspawn_pid])
+    root = container.paths(h).root
+    pid = container.boot(h, root, Path(state.image))
+    state.hosts[name] = HostState(pid, container.wait_running(h, pid), state.hosts[name].host_key)
+    state.save()
+    _wait_link_local(h, state.hosts[name].init_pid)
+    log(f"lab: {name} rebooted")
+    return state
+
+
 def _start(h: LabHost, img: Path, state: LabState) -> tuple[int, str]:
     root = container.mount_root(h)
     key = container.prepare(h, root, KEY.with_suffix(".pub").read_text(), state.admin_password)

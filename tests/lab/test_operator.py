@@ -77,3 +77,18 @@ def test_with_vps1_stopped_the_bundle_brings_the_laptop_up_through_vps2(world):
     finally:
         sh(lab, "laptop2", "vpn-runtime down", check=False)
         sh(lab, "vps1", "systemctl start vpn-runtime")
+
+
+def test_a_rebooted_server_comes_back_with_its_service_and_clients_rejoin(world):
+    lab, _ = world
+    sh(lab, "laptop2", "vpn-runtime up /root/bob.bundle", timeout=90)
+    journal_before = sh(lab, "vps1", "sha256sum /var/lib/selfvpn/journal.jsonl").stdout
+    lab.hosts.update(lab_mod.reboot_host("vps1", log=lambda *_: None).hosts)
+    assert sh(lab, "vps1", "systemctl is-active vpn-runtime unbound").stdout.split() == ["active", "active"]
+    assert sh(lab, "vps1", "sha256sum /var/lib/selfvpn/journal.jsonl").stdout == journal_before
+    deadline, page = time.monotonic() + 60, ""
+    while time.monotonic() < deadline and page != "your address: 198.51.100.10\n":
+        time.sleep(1)
+        page = sh(lab, "laptop2", WEB, check=False).stdout
+    assert page == "your address: 198.51.100.10\n", "bob did not rejoin vps1 after its reboot"
+    sh(lab, "laptop2", "vpn-runtime down")
