@@ -9,6 +9,9 @@ Rule 3: everything that can be checked without a host is checked at load (op nam
 names and types, `when` syntax, `notify` targets); the rest when rendered for a host,
 before any step runs there.  Errors say file, step and what to do:
 `playbooks/server.yml: step 3 (op: sysctl): unknown arg 'vaule'`.
+Rule 4: bad input, however hostile, is only a PlaybookError, one line, in bounded time and
+memory: YAML (the file and a `when` value) goes through runtime.validate's `load_yaml`, and
+a found value is shown with `brief`, never a whole repr.
 """
 
 from __future__ import annotations
@@ -22,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from provision.errors import PlaybookError
 from provision.operation import Operation, Registry
+from runtime.validate import MAX_FILE_BYTES, NotYaml, brief, cut, load_yaml, one_line
 
 STEP_KEYS = ("name", "op", "args", "notify", "when")
 VAR = r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}"
@@ -104,7 +106,7 @@ class Playbook:
         return op
 
     def error(self, step: Step, problem: str, hint: str | None = None) -> PlaybookError:
-        return PlaybookError(f"{self.source}: {step.label}: {problem}", hint)
+        return PlaybookError(one_line(f"{self.source}: {step.label}: {problem}"), hint)
 
 
 # ---- arguments: names and types come from the operation's dataclass fields -------------
@@ -129,7 +131,7 @@ def conform(value: Any, hint: Any, name: str) -> Any:
         if ok:
             return converted
     wanted = " or ".join(getattr(o, "__name__", str(o)) for o in options)
-    raise ValueError(f"arg {name!r}: expected {wanted}, got {value!r} ({type(value).__name__})")
+    raise ValueError(f"arg {name!r}: expected {wanted}, got {brief(value)} ({type(value).__name__})")
 
 
 def _as_type(value: Any, hint: Any) -> tuple[bool, Any]:
@@ -189,16 +191,26 @@ def bad_template(value: Any) -> str | None:
 
 
 def has_template(value: Any) -> bool:
-    return re.search(VAR, repr(value)) is not None
+    """Whether `substitute` would replace anything in `value` (the values it walks)."""
+    if isinstance(value, list | tuple):
+        return any(map(has_template, value))
+    if isinstance(value, Mapping):
+        return any(map(has_template, value.values()))
+    return isinstance(value, str) and re.search(VAR, value) is not None
 
 
 def parse_when(text: object) -> Condition:
     match = WHEN.fullmatch(str(text).strip()) if isinstance(text, str | bool) else None
     if match is None or (match.group(1) and match.group(3)):
-        raise ValueError(f"when: {text!r}: write NAME, not NAME, NAME == VALUE or NAME != VALUE")
+        raise ValueError(f"when: {brief(text)}: write NAME, not NAME, NAME == VALUE or NAME != VALUE")
     negated, var, op, literal = match.groups()
     if op:
-        return Condition(str(text), var, op, yaml.safe_load(literal))
+        try:
+            value = load_yaml(literal)
+        except NotYaml as exc:
+            problem = re.sub(r" at line [0-9]+", "", str(exc), count=1)  # the literal's line, not the file's
+            raise ValueError(f"when: {brief(text)}: {problem}") from None
+        return Condition(str(text), var, op, value)
     return Condition(str(text), var, "not" if negated else "is")
 
 
@@ -208,10 +220,12 @@ def parse_when(text: object) -> Condition:
 def load_playbook(path: str | Path, registry: Registry | None = None) -> Playbook:
     """Read, parse and check the playbook at `path` against `registry` (default: ours)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise PlaybookError(f"{path}: cannot read: {exc.strerror}", "check the playbook path") from None
-    return parse_playbook(text, str(path), registry)
+    if len(data) > MAX_FILE_BYTES:
+        raise PlaybookError(f"{path}: {len(data)} bytes is too large for a playbook", "check the playbook path")
+    return parse_playbook(data, str(path), registry)
 
 
 def default_registry() -> Registry:
@@ -220,13 +234,13 @@ def default_registry() -> Registry:
     return DEFAULT_REGISTRY
 
 
-def parse_playbook(text: str, source: str, registry: Registry | None = None) -> Playbook:
-    """Parse and check a playbook from YAML `text`; `source` names the file in errors."""
+def parse_playbook(text: str | bytes, source: str, registry: Registry | None = None) -> Playbook:
+    """Parse and check a playbook from YAML `text` (bytes: UTF-8); `source` names the file in errors."""
     registry = registry or default_registry()
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PlaybookError(f"{source}: not valid YAML: {exc}".replace("\n", " ")) from None
+        data = load_yaml(text)
+    except NotYaml as exc:
+        raise PlaybookError(one_line(f"{source}: {exc}"), exc.hint) from None
     raw_steps, raw_handlers = _sections(data, source)
     loader = _Loader(source, registry)
     handlers = tuple(loader.step(raw, f"handler {i}") for i, raw in enumerate(raw_handlers, 1))
@@ -253,14 +267,14 @@ def _check_handlers(playbook: Playbook) -> None:
     names = [h.name for h in playbook.handlers]
     for index, handler in enumerate(playbook.handlers):
         if handler.name in names[:index]:
-            raise playbook.error(handler, f"two handlers are named {handler.name!r}")
+            raise playbook.error(handler, f"two handlers are named {brief(handler.name)}")
         if handler.notify:
             raise playbook.error(handler, "a handler cannot notify", "notify from the steps instead")
     for step in playbook.steps:
         for target in step.notify:
             if target not in names:
-                raise playbook.error(step, f"notify: no handler named {target!r}",
-                                     f"handlers: {', '.join(names) or '(none)'}")
+                raise playbook.error(step, f"notify: no handler named {brief(target)}",
+                                     cut(f"handlers: {', '.join(names) or '(none)'}", 200))
 
 
 @dataclass(frozen=True)
@@ -269,42 +283,47 @@ class _Loader:
     registry: Registry
 
     def fail(self, label: str, problem: str, hint: str | None = None) -> PlaybookError:
-        return PlaybookError(f"{self.source}: {label}: {problem}", hint)
+        return PlaybookError(one_line(f"{self.source}: {label}: {problem}"), hint)
 
     def step(self, raw: Any, label: str) -> Step:
         if not isinstance(raw, dict):
             raise self.fail(label, "expected a mapping with name, op and args")
         unknown = [k for k in raw if k not in STEP_KEYS]
         if unknown:
-            raise self.fail(label, f"unknown key {unknown[0]!r}", f"a step has {', '.join(STEP_KEYS)}")
+            raise self.fail(label, f"unknown key {brief(unknown[0])}", f"a step has {', '.join(STEP_KEYS)}")
         op = raw.get("op")
         cls = self.registry.get(op) if isinstance(op, str) else None
         if cls is None:
-            raise self.fail(label, f"unknown op {op!r}", f"known ops: {', '.join(self.registry.names())}")
+            raise self.fail(label, f"unknown op {brief(op)}", f"known ops: {', '.join(self.registry.names())}")
         label = f"{label} (op: {op})"
-        return Step(label, str(raw.get("name") or op), str(op), self.args(raw.get("args"), cls, label),
+        return Step(label, self.name(raw.get("name"), op, label), str(op), self.args(raw.get("args"), cls, label),
                     self.notify(raw.get("notify"), label), self.when(raw.get("when"), label))
+
+    def name(self, raw: Any, op: str, label: str) -> str:
+        if isinstance(raw, list | dict):
+            raise self.fail(label, f"name: expected text, got {brief(raw)}")
+        return str(raw or op)
 
     def args(self, raw: Any, cls: type[Operation[Any]], label: str) -> Mapping[str, Any]:
         args = {} if raw is None else raw
         if not isinstance(args, dict):
-            raise self.fail(label, f"args: expected a mapping, got {args!r}")
+            raise self.fail(label, f"args: expected a mapping, got {brief(args)}")
         known = arg_types(cls)
         for name in args:
             if name not in known:
-                raise self.fail(label, f"unknown arg {name!r}", f"{cls.op} takes: {', '.join(known)}")
+                raise self.fail(label, f"unknown arg {brief(name)}", f"{cls.op} takes: {', '.join(known)}")
         for name in required_args(cls):
             if name not in args:
                 raise self.fail(label, f"missing arg {name!r}", f"{cls.op} takes: {', '.join(known)}")
         bad = bad_template(args)
         if bad is not None:
-            raise self.fail(label, f"{bad!r}: only {{{{ name }}}} of a host var is allowed", "no logic in YAML")
+            raise self.fail(label, f"{brief(bad)}: only {{{{ name }}}} of a host var is allowed", "no logic in YAML")
         return types.MappingProxyType(args)
 
     def notify(self, raw: Any, label: str) -> tuple[str, ...]:
         names = [raw] if isinstance(raw, str) else raw or []
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise self.fail(label, f"notify: expected a handler name or a list of them, got {raw!r}")
+            raise self.fail(label, f"notify: expected a handler name or a list of them, got {brief(raw)}")
         return tuple(names)
 
     def when(self, raw: Any, label: str) -> Condition | None:

@@ -3,6 +3,7 @@ host with `{{ var }}` and `when:` and nothing more."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 from provision.errors import PlaybookError
 from provision.ops import FileOp, SysctlOp
 from provision.playbook import load_playbook, parse_playbook
+from runtime.validate import MAX_FILE_BYTES
+from tests.config.yaml_bombs import with_bomb
 from tests.provision.helpers import REGISTRY, RestartOp
 
 DATA = Path(__file__).parent / "data"
@@ -119,3 +122,85 @@ def test_when_conditions(when, runs):
 def test_missing_playbook_file(tmp_path):
     with pytest.raises(PlaybookError, match="cannot read"):
         load_playbook(tmp_path / "none.yml")
+
+
+# ---- hostile input: only PlaybookError, one line, in bounded time (fuzz reports 7-9) ------
+
+
+def test_a_file_that_is_not_utf8_is_a_playbook_error(tmp_path):
+    path = tmp_path / "server.yml"
+    path.write_bytes(b"\xca")
+    with pytest.raises(PlaybookError) as err:
+        load_playbook(path, REGISTRY)
+    assert err.value.line() == f"{path}: not UTF-8 text (is this the right file?)"
+
+
+def test_a_file_too_large_is_a_playbook_error(tmp_path):
+    path = tmp_path / "server.yml"
+    path.write_bytes(b"#" * (MAX_FILE_BYTES + 1))
+    with pytest.raises(PlaybookError, match=f"{path}: {MAX_FILE_BYTES + 1} bytes is too large"):
+        load_playbook(path, REGISTRY)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("- !!float e: 1\n", "not valid YAML at line 1: !!float expects a number like 1.5, got 'e'"),
+        ("!!float :", "not valid YAML at line 1: !!float expects a number like 1.5, got ''"),
+        ("[" * 5000, "not valid YAML at line 1: exceeded maximum nesting depth"),
+        ("- " + "{a: " * 100 + "}" * 100, "not valid YAML at line 1: nested deeper than 64 levels"),
+    ],
+    ids=["bad float key", "empty float", "5000 brackets", "deep nesting"],
+)
+def test_yaml_the_loader_cannot_build_is_a_playbook_error(text, problem):
+    assert error_of(text).message == f"{SRC}: {problem}"
+
+
+@pytest.mark.parametrize(
+    ("when", "problem"),
+    [
+        ("a == [", "not valid YAML: did not find expected node content"),
+        ("a == !!binary x", "not valid YAML: "),
+        ("a == !!int x", "not valid YAML: !!int expects an integer, got 'x'"),
+    ],
+)
+def test_a_when_value_that_is_not_yaml_is_a_playbook_error(when, problem):
+    err = error_of(f"- op: sysctl\n  args: {{key: a.b, value: 1}}\n  when: '{when}'\n")
+    assert err.message.startswith(f"{SRC}: step 1 (op: sysctl): when: {when!r}: {problem}")
+    assert "\n" not in err.line()
+
+
+def test_an_alias_bomb_in_args_is_refused_at_once():
+    started = time.monotonic()
+    with pytest.raises(PlaybookError) as err:
+        parse(with_bomb("- op: sysctl\n  args: {key: a.b, value: BOMB}\n", levels=6))
+    assert err.value.message == f"{SRC}: more than 100000 values once YAML aliases are expanded"
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize(
+    "place",
+    [
+        "- op: sysctl\n  args: {key: a.b, value: BOMB}\n",  # wrong type: conform's message
+        "- op: sysctl\n  args: {key: BOMB, value: 1}\n",
+        "- op: BOMB\n",
+        "- op: sysctl\n  args: BOMB\n",
+        "- op: sysctl\n  args: {key: a.b, value: 1}\n  notify: BOMB\n",
+        "- op: sysctl\n  args: {key: a.b, value: 1}\n  when: BOMB\n",
+        "- op: sysctl\n  args: {key: a.b, value: 1}\n  name: BOMB\n",
+    ],
+    ids=["arg type", "arg key type", "op", "args", "notify", "when", "name"],
+)
+def test_errors_show_a_large_shared_value_briefly(place):
+    """Just under the loader's cap (9**5 strings through aliases): the message stays short."""
+    started = time.monotonic()
+    err = error_of(with_bomb(place, levels=4))
+    assert len(err.line()) < 400 and "\n" not in err.line()
+    assert time.monotonic() - started < 1
+
+
+def test_a_template_deep_in_shared_args_is_still_rendered_per_host():
+    playbook = parse("- op: file\n  args: {path: /a, content: &c '{{ vpn_unit }}'}\n"
+                     "- op: file\n  args: {path: /b, content: *c}\n")
+    steps, _ = playbook.for_host(VARS)
+    assert [s.operation.content for s in steps] == ["selfvpn.service", "selfvpn.service"]
