@@ -43,6 +43,9 @@ def test_bundles_name_every_server_and_bring_laptops_up(world):
     out = sh(lab, "laptop", "vpn-runtime up /root/alice.bundle", timeout=60).stdout
     assert "via vps1.vpn" in out
     assert sh(lab, "laptop", WEB).stdout == "your address: 198.51.100.10\n"
+    # the lab's servers carry IPv6 (vpn_network6): IPv6 goes through the tunnel too
+    web6 = sh(lab, "laptop", "curl -6 -s --max-time 3 http://[2001:db8:3::80]/").stdout
+    assert web6 == "your address: 2001:db8:1::10\n"
     sh(lab, "laptop2", "vpn-runtime up /root/bob.bundle", timeout=60)
     rows = {r["host"]: r for r in clients.server_status(inventory, "all", connect)}
     assert sorted(c["name"] for c in rows["vps1"]["clients"]) == ["alice", "bob"]
