@@ -33,8 +33,9 @@ def gather() -> list[dict[str, Any]]:
 def show(as_json: bool = False) -> int:
     found = gather()
     if as_json:
-        print(json.dumps(found[0] if len(found) == 1 else found, indent=1))
-        return 0 if found else 5
+        nothing = {"role": None, "state": "not-running"}
+        print(json.dumps(found[0] if len(found) == 1 else found or nothing, indent=1))
+        return 0 if found else NotRunning.exit_code
     if not found:
         raise NotRunning("vpn-runtime status: no server or client runs here", "start one with serve or up")
     for f in found:
