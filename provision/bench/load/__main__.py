@@ -1,0 +1,5 @@
+import sys
+
+from provision.bench.load import main
+
+sys.exit(main())
