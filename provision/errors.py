@@ -3,20 +3,11 @@
 
 from __future__ import annotations
 
+from runtime.errors import HintedError
 
-class ProvisionError(Exception):
+
+class ProvisionError(HintedError):
     """Base of every expected toolkit error."""
-
-    exit_code = 1
-    default_hint = ""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint if hint is not None else self.default_hint
-
-    def line(self) -> str:
-        return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
 class UsageError(ProvisionError):

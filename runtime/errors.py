@@ -8,8 +8,9 @@ other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 
-class VpnError(Exception):
-    """Base of every expected runtime error."""
+class HintedError(Exception):
+    """An error of the user's making: a message (what, where), a hint (what to do) and an
+    exit code of its own.  The toolkit's error tree (`provision.errors`) shares it."""
 
     exit_code = 1
     default_hint = ""
@@ -22,6 +23,10 @@ class VpnError(Exception):
     def line(self) -> str:
         """The one line printed to the user."""
         return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class VpnError(HintedError):
+    """Base of every expected runtime error."""
 
 
 class UsageError(VpnError):
