@@ -79,3 +79,24 @@ def test_client_frozen_past_the_timeouts_then_resumed(watched):
     finally:
         sh(watched.lab, "laptop", f"kill -CONT {pid}")
     resumes(watched)
+
+
+def test_laptop_address_changed(watched):
+    """Roaming: the laptop moves to another address on its network; the session follows
+    (the server moves it on the first authenticated datagram from the new address)."""
+    lab = watched.lab
+    sh(lab, "laptop", "ip addr add 192.0.2.50/24 dev eth0 && ip addr del 192.0.2.10/24 dev eth0 && "
+                      "ip route replace default via 192.0.2.1 dev eth0")
+    try:
+        resumes(watched)
+        endpoint = json_of(sh(lab, S, "vpn-runtime status --json").stdout)["clients"][0]["endpoint"]
+        assert endpoint.startswith("192.0.2.50:"), endpoint
+    finally:
+        sh(lab, "laptop", "ip addr add 192.0.2.10/24 dev eth0; ip addr del 192.0.2.50/24 dev eth0; "
+                          "ip route replace default via 192.0.2.1 dev eth0", check=False)
+
+
+def json_of(text: str) -> dict:
+    import json
+
+    return json.loads(text)

@@ -133,3 +133,18 @@ def test_packets_to_the_tunnel_address_from_another_interface_are_dropped(laptop
     finally:
         sh(laptop.lab, "internet", f"ip route del {tunnel_ip}/32 via 192.0.2.10", check=False)
     assert probe.returncode != 0, "the laptop answered on eth0 for its tunnel address"
+
+
+def test_a_second_up_is_refused_and_down_still_restores_everything(laptop):
+    up(laptop)
+    again = sh(laptop.lab, "laptop", f"vpn-runtime up {laptop.give('laptop', laptop.bundle('alice'))}",
+               check=False, timeout=60)
+    assert again.returncode == 6 and "already up" in again.stderr, again.stderr
+
+
+def test_up_after_a_crash_then_down_restores_everything(laptop):
+    up(laptop)
+    pid = json.loads(sh(laptop.lab, "laptop", "vpn-runtime status --json").stdout)["pid"]
+    sh(laptop.lab, "laptop", f"kill -9 {pid}")
+    up(laptop)  # takes over what the killed client left (its undo log) before starting
+    assert sh(laptop.lab, "laptop", "curl -s --max-time 5 http://203.0.113.80/").stdout == f"your address: {SERVER_IP}\n"
