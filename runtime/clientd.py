@@ -58,7 +58,7 @@ def _background(args) -> int:
     """Start `up --foreground` detached; relay its readiness or its error."""
     ctl.RUN_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     r, w = os.pipe()
-    argv = [sys.executable, "-m", "runtime.cli", *(["-v"] if args.verbose else []), "up", args.bundle,
+    argv = [sys.executable, "-m", "runtime.cli", *(["-v"] if args.verbose else []), "up", str(Path(args.bundle).resolve()),
             "--foreground", "--ready-fd", str(w), *sum((["--route", c] for c in args.route), [])]
     argv += ["--no-kill-switch"] * args.no_kill_switch + ["--allow-lan"] * args.allow_lan
     argv += ["--transport", args.transport] if args.transport else []
