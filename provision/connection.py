@@ -13,6 +13,7 @@ Rule 4: with -v each command is echoed before it runs (`[#] cmd`, as wg-quick do
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import shlex
@@ -26,8 +27,17 @@ from typing import Protocol
 from provision.errors import HostFailed, ProvisionError
 from provision.inventory import Host
 
+# paramiko's transport thread logs its failures with tracebacks; with no handler they reach
+# stderr through logging's last resort.  We report them ourselves, as one line.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
 Echo = Callable[[str], None]
 CONNECT_TIMEOUT = 10.0
+SHOWN_CMD = 72  # characters of a failed command in its error line
+# strerror(3) of the errors that say the host, not the command, is the problem
+RESOURCE_ERRORS = ("No space left on device", "Disk quota exceeded", "Read-only file system",
+                   "Cannot allocate memory")
+LOST_HINT = "once the host answers, run the same command again: it picks up where it stopped"
 
 
 class HostUnreachable(HostFailed):
@@ -72,12 +82,16 @@ class Remote(Protocol):
 
 
 def check_result(host: str, cmd: str, result: Result) -> Result:
-    """Raise `CommandFailed` for a non-zero exit, naming the command and its last error line."""
+    """Raise `CommandFailed` for a non-zero exit, naming the command (its start, when it is
+    long: -v echoes it whole) and the error line that says why: the last line that names
+    a host resource error (a full disk...), else the last line."""
     if result.rc == 0:
         return result
-    lines = (result.stderr or result.stdout).strip().splitlines()
-    reason = f": {lines[-1]}" if lines else ""
-    raise CommandFailed(f"{host}: `{cmd}` exited {result.rc}{reason}")
+    lines = [line.strip() for line in (result.stderr or result.stdout).strip().splitlines() if line.strip()]
+    cause = next((line for line in reversed(lines) if any(e in line for e in RESOURCE_ERRORS)), None)
+    reason = f": {cause or lines[-1]}" if lines else ""
+    shown = cmd if len(cmd) <= SHOWN_CMD else cmd[:SHOWN_CMD].rstrip() + " ..."
+    raise CommandFailed(f"{host}: `{shown}` exited {result.rc}{reason}")
 
 
 def as_bytes(data: bytes | str | Path | None) -> bytes:
@@ -268,7 +282,7 @@ class SshRemote:
         try:
             return self._session.exec(line, stdin)  # type: ignore[union-attr]
         except _network_errors() as exc:
-            raise self._unreachable(exc) from None
+            raise self._unreachable(exc, LOST_HINT) from None
 
     def _settle_become(self) -> Become:
         host = self._host
@@ -283,10 +297,13 @@ class SshRemote:
             raise BecomeFailed(f"{host.name}: sudo refused the become password")
         return trial
 
-    def _unreachable(self, exc: BaseException) -> HostUnreachable:
+    def _unreachable(self, exc: BaseException, hint: str | None = None) -> HostUnreachable:
         host = self._host
         where = f"{host.user + '@' if host.user else ''}{host.address}:{host.port}"
         reason = str(exc) or type(exc).__name__
+        if hint is not None:  # the session was open: it broke under us
+            return HostUnreachable(f"{host.name} ({where}): unreachable: the SSH connection was lost during a command "
+                                   f"({reason})", hint)
         return HostUnreachable(f"{host.name} ({where}): unreachable: {reason}")
 
     def _say(self, line: str) -> None:

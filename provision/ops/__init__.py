@@ -14,6 +14,7 @@ from provision.ops.directory import DirectoryOp
 from provision.ops.file import FileOp
 from provision.ops.nft import NftTableOp
 from provision.ops.package import PackageOp
+from provision.ops.platform import PlatformOp
 from provision.ops.pki_files import CaCertOp, CrlOp, ServerCertOp
 from provision.ops.resolver import ResolverOp
 from provision.ops.runtime import RuntimeOp
@@ -22,11 +23,11 @@ from provision.ops.sysctl import SysctlOp
 from provision.ops.unit import RestartOp, UnitOp
 
 DEFAULT_REGISTRY = Registry([
-    FileOp, DirectoryOp, SysctlOp, BaselineOp, PackageOp, RuntimeOp, ServerCertOp, CaCertOp, CrlOp,
+    PlatformOp, FileOp, DirectoryOp, SysctlOp, BaselineOp, PackageOp, RuntimeOp, ServerCertOp, CaCertOp, CrlOp,
     NftTableOp, ResolverOp, ServerConfigOp, UnitOp, RestartOp,
 ])
 
 __all__ = [
     "DEFAULT_REGISTRY", "BaselineOp", "CaCertOp", "CrlOp", "DirectoryOp", "FileOp", "NftTableOp",
-    "PackageOp", "ResolverOp", "RestartOp", "RuntimeOp", "ServerCertOp", "ServerConfigOp", "SysctlOp", "UnitOp",
+    "PackageOp", "PlatformOp", "ResolverOp", "RestartOp", "RuntimeOp", "ServerCertOp", "ServerConfigOp", "SysctlOp", "UnitOp",
 ]

@@ -79,7 +79,7 @@ def test_errors_name_the_file_and_the_step(text, message):
 
 def test_unknown_op_hint_lists_the_known_ones():
     assert error_of("- op: nope\n").hint == (
-        "known ops: baseline, ca_cert, crl, directory, file, nft_table, package, resolver, restart, runtime, "
+        "known ops: baseline, ca_cert, crl, directory, file, nft_table, package, platform, resolver, restart, runtime, "
         "server_cert, server_config, sysctl, unit")
 
 
