@@ -101,6 +101,8 @@ def reset_host(name: str, log=print) -> LabState:
     local.run(["ip", "netns", "add", h.netns])
     net.ip(h.netns, "link", "set", "lo", "up")
     net.wire_host(h)
+    for addr in (h.addr4, h.addr6):  # the router must not keep the old port's MAC
+        net.ip(INTERNET.netns, "neigh", "flush", "to", addr, check=False)
     pid, key = _start(h, Path(state.image), state)
     state.hosts[name] = HostState(pid, container.wait_running(h, pid), key)
     state.save()
