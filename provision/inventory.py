@@ -152,7 +152,8 @@ def _check_network(version: int) -> Callable[[object], str | None]:
         except ValueError:
             net = None
         good = net is not None and net.version == version
-        return None if good else f"expected an IPv{version} network like 10.8.0.0/24, got {_show(value)}"
+        like = "10.8.0.0/24" if version == 4 else "fd00:8::/64"
+        return None if good else f"expected an IPv{version} network like {like}, got {_show(value)}"
 
     return check
 
