@@ -13,7 +13,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-from runtime import dns, killswitch, netconf
+from runtime import dns, killswitch, netconf, rtnl
 from runtime.bundle import Bundle, ServerEndpoint
 from runtime.errors import ConnectFailed
 from runtime.iobase import outside_loop
@@ -86,8 +86,6 @@ def engage_kill_switch(journal: Journal, ks: killswitch.KillSwitch) -> None:
 
 def configure_tunnel(journal: Journal, settings: Settings, a: TunnelAssignment, mtu: int) -> None:
     """Addresses, MTU and routes on the TUN; then the resolver."""
-    from pyroute2 import IPRoute
-
     addrs = tuple(str(x) for x in (a.address4, a.address6) if x is not None)
     if settings.full_tunnel:
         routing: netconf.FullTunnel | netconf.SplitTunnel = netconf.FullTunnel(ipv6=a.address6 is not None)
@@ -95,7 +93,7 @@ def configure_tunnel(journal: Journal, settings: Settings, a: TunnelAssignment, 
         pushed = tuple(str(r) for r in a.routes)
         routing = netconf.SplitTunnel(beyond_tunnel(settings.routes or pushed, a))
     def configure() -> None:
-        with IPRoute() as ipr:
+        with rtnl.IPRoute() as ipr:
             netconf.configure(ipr, journal, netconf.TunnelNet(IFNAME, addrs, mtu=mtu, routing=routing))
 
     outside_loop(configure)

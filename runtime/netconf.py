@@ -20,13 +20,14 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
+from runtime import rtnl
 from runtime.errors import PermissionDenied, SystemSetupError
 from runtime.undo import Journal, Step
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 DEFAULT_FWMARK = 0x73656C66  # "self": on the runtime's own sockets
 DEFAULT_TABLE = 0x73656C66  # the routing table holding the tunnel's default routes
@@ -208,27 +209,27 @@ def set_sysctl(journal: Journal, key: str, value: str, proc_sys: Path = PROC_SYS
 # --- undo -----------------------------------------------------------------------------
 
 def undo_link(args: Mapping[str, Any]) -> None:
-    with IPRoute() as ipr:
+    with rtnl.IPRoute() as ipr:
         _ignore_gone(lambda: ipr.link("set", index=_index(ipr, args["ifname"]), mtu=args["mtu"],
                                       txqlen=args["txqueuelen"],
                                       state="up" if args["up"] else "down"))
 
 
 def undo_address(args: Mapping[str, Any]) -> None:
-    with IPRoute() as ipr:
+    with rtnl.IPRoute() as ipr:
         _ignore_gone(lambda: ipr.addr("del", index=_index(ipr, args["ifname"]),
                                       address=args["address"], prefixlen=args["prefixlen"]))
 
 
 def undo_route(args: Mapping[str, Any]) -> None:
-    with IPRoute() as ipr:
+    with rtnl.IPRoute() as ipr:
         _ignore_gone(lambda: ipr.route("del", **_route_kw(ipr, args)))
 
 
 def undo_rule(args: Mapping[str, Any]) -> None:
     rule = Rule(args["family"], args["priority"], args["table"], args["fwmark"], args["invert"],
                 args["suppress_prefixlength"])
-    with IPRoute() as ipr:
+    with rtnl.IPRoute() as ipr:
         _ignore_gone(lambda: ipr.rule("del", **rule.netlink()))
 
 
@@ -257,7 +258,7 @@ def _apply(journal: Journal, step: Step, change: Callable[[], object]) -> None:
     except _Gone:
         journal.forget(step)
         raise
-    except NetlinkError as exc:
+    except rtnl.NetlinkError as exc:
         journal.forget(step)
         raise _setup_error(step.says, exc) from exc
 
@@ -276,7 +277,7 @@ def _ignore_gone(change: Callable[[], object]) -> None:
         change()
     except _Gone:
         pass
-    except NetlinkError as exc:
+    except rtnl.NetlinkError as exc:
         if exc.code not in GONE:
             raise
 

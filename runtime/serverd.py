@@ -86,9 +86,7 @@ class ServerDaemon:
         return sock
 
     def open_tun(self):
-        from pyroute2 import IPRoute
-
-        from runtime import netconf, undo
+        from runtime import netconf, rtnl, undo
 
         undo.restore(STATE)
         tun = open_tun(self.cfg.interface)
@@ -96,7 +94,7 @@ class ServerDaemon:
         addrs = [str(self.cfg.server_address)]
         if self.cfg.server_address6 is not None:
             addrs.append(str(self.cfg.server_address6))
-        with IPRoute() as ipr:
+        with rtnl.IPRoute() as ipr:
             netconf.configure(ipr, journal, netconf.TunnelNet(tun.name, tuple(addrs), mtu=self.cfg.mtu,
                                                                routing=netconf.SplitTunnel(())))
         return tun
