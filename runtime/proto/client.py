@@ -61,18 +61,20 @@ class ClientCore(Peer):
     def connection_lost(self, now: float) -> None:
         self.close("connection-lost", now, tell_peer=False)
 
-    def seal_packet(self, packet: bytes, now: float) -> bytes | None:
+    def seal_packet(self, packet: bytes, now: float, flags: int = 0) -> bytes | None:
         """The datagram carrying a TUN packet; None when not up, on TCP transport (the
-        packet then leaves in a SendStream) or when the key is used up (a rekey starts)."""
+        packet then leaves in a SendStream) or when the key is used up (a rekey starts).
+        `flags`: the packet's FL_INNER bits (runtime/segment.py)."""
         if self.state != ESTABLISHED:
             return None
         if self.transport == "tcp":
-            self.send_stream_packet(packet, now)
+            self.send_stream_packet(packet, now, flags)
             return None
-        return self.seal(packet, now)
+        return self.seal(packet, now, flags)
 
     def open_datagram(self, data: bytes, now: float) -> bytes | None:
-        """The packet to write to the TUN, or None (keepalive, or dropped and counted)."""
+        """The packet to write to the TUN, or None (keepalive, or dropped and counted);
+        its FL_INNER bits are in `last_flags`."""
         if self.state != ESTABLISHED:
             self.drops["not-established"] += 1
             return None

@@ -12,6 +12,10 @@ Rule 4: at most three epochs are live for receiving: the previous (until its gra
         the current (the one we seal with) and a pending one (installed, not yet sealing).
         The first authenticated datagram under the pending epoch proves the peer holds it:
         we then start sealing with it.
+Rule 5: the flags byte (authenticated) carries per-packet hints (FL_INNER bits, passed
+        through to and from the caller) and our FL_TAKES_PARTIAL on every datagram when
+        `takes_partial`; the peer's FL_TAKES_PARTIAL, once seen on an authentic datagram,
+        sets `peer_takes_partial` for the rest of the session.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from cryptography.exceptions import InvalidTag
 from runtime.proto.config import Limits
 from runtime.proto.keys import Aead, make_aead
 from runtime.proto.replay import RECEIVE_LIMIT, ReplayWindow
-from runtime.proto.wire import DG_DATA, DG_KEEPALIVE, HEADER, MIN_DATAGRAM, NONCE_PREFIX
+from runtime.proto.wire import DG_DATA, DG_KEEPALIVE, FL_INNER, FL_TAKES_PARTIAL, HEADER, MIN_DATAGRAM, NONCE_PREFIX
 
 
 class Epoch:
@@ -44,8 +48,12 @@ class Epoch:
 class DataChannel:
     """Seals and opens one session's datagrams; see the module rules."""
 
-    def __init__(self, session_id: int, cipher: str, limits: Limits, drops: Counter[str]) -> None:
+    def __init__(self, session_id: int, cipher: str, limits: Limits, drops: Counter[str],
+                 takes_partial: bool = False) -> None:
         self.session_id = session_id
+        self.own_flags = FL_TAKES_PARTIAL if takes_partial else 0
+        self.peer_takes_partial = False
+        self.last_flags = 0  # FL_INNER bits of the datagram `open` last returned
         self.cipher = cipher
         self.limits = limits
         self.drops = drops
@@ -82,7 +90,7 @@ class DataChannel:
             self._by_tag.pop(self.previous.tag, None)
             self.previous = None
 
-    def seal(self, kind: int, payload: bytes) -> bytes | None:
+    def seal(self, kind: int, payload: bytes, flags: int = 0) -> bytes | None:
         """The datagram carrying `payload`, or None when the key is used up (never wraps)."""
         epoch = self.current
         if epoch is None or epoch.counter >= self._reject:
@@ -91,14 +99,14 @@ class DataChannel:
             return None
         counter = epoch.counter
         epoch.counter = counter + 1
-        header = HEADER.pack(kind, epoch.tag, 0, 0, self.session_id, counter)
+        header = HEADER.pack(kind, epoch.tag, flags | self.own_flags, 0, self.session_id, counter)
         return header + epoch.seal.encrypt(NONCE_PREFIX + header[8:], payload, header)
 
     def open(self, data: bytes, now: float) -> tuple[int, bytes] | None:
         """(type, payload) of an authentic, fresh datagram; None (counted) otherwise."""
         if len(data) < MIN_DATAGRAM:
             return self._drop("short")
-        kind, tag, _flags, _reserved, session_id, counter = HEADER.unpack_from(data)
+        kind, tag, flags, _reserved, session_id, counter = HEADER.unpack_from(data)
         if session_id != self.session_id:
             return self._drop("unknown-session")
         epoch = self._by_tag.get(tag)
@@ -111,6 +119,9 @@ class DataChannel:
         except InvalidTag:
             return self._drop("auth")
         epoch.window.update(counter)
+        self.last_flags = flags & FL_INNER
+        if flags & FL_TAKES_PARTIAL:
+            self.peer_takes_partial = True
         if epoch is self.pending:
             self.activate(now)
         return kind, payload

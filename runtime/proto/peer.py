@@ -9,6 +9,11 @@ Rule 3: which control message is allowed in which state is the subclass's handle
         anything else is a violation ("unexpected-<message>").
 Rule 4: with transport "udp" only authenticated datagrams count as life from the peer; with
         "tcp" the data rides in DATA frames and any frame counts.
+Rule 5: a packet with a partial checksum (FL_CSUM_PARTIAL) is sealed as such only to a peer
+        that said it takes them; otherwise (and on transport "tcp") its checksum is completed
+        first.  One received partial while we do not take them (`takes_partial` False) is
+        completed before it leaves the core.  `last_flags` holds the FL_INNER bits of the
+        packet `open` last returned.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from runtime.proto import messages
+from runtime.proto import checksum, messages
 from runtime.proto.config import Limits
 from runtime.proto.control import ControlChannel
 from runtime.proto.datachannel import DataChannel
@@ -26,7 +31,7 @@ from runtime.proto.faults import ProtocolViolation
 from runtime.proto.keys import derive
 from runtime.proto.timers import Liveness, earliest
 from runtime.proto.stats import SessionStats, Traffic
-from runtime.proto.wire import DG_DATA, DG_KEEPALIVE, F_BYE, F_DATA, F_KEEPALIVE, MAX_BODY
+from runtime.proto.wire import DG_DATA, DG_KEEPALIVE, F_BYE, F_DATA, F_KEEPALIVE, FL_CSUM_PARTIAL, MAX_BODY
 
 HANDSHAKING = "handshaking"  # TLS running
 WAITING = "waiting"  # TLS up and peer accepted; hello/welcome not yet done
@@ -55,6 +60,8 @@ class Peer:
         self.keyed_at = 0.0
         self.rekey_after = 0
         self.handlers: dict[tuple[str, int], Handler] = {}
+        self.takes_partial = False  # our TUN takes partial checksums (set before establish)
+        self.last_flags = 0
 
     # -- control stream ------------------------------------------------------------------
     def receive_stream(self, data: bytes, now: float) -> None:
@@ -127,7 +134,7 @@ class Peer:
     def establish(self, session_id: int, cipher: str, limits: Limits, keepalive: float, dead_after: float,
                   now: float) -> None:
         self.session_id = session_id
-        self.data = DataChannel(session_id, cipher, limits, self.drops)
+        self.data = DataChannel(session_id, cipher, limits, self.drops, self.takes_partial)
         self.live = Liveness(keepalive, dead_after, now)
         self.rekey_after = limits.rekey_packets
         self.state = ESTABLISHED
@@ -138,10 +145,15 @@ class Peer:
                       client_public=client_public, server_public=server_public)
 
     # -- data path ------------------------------------------------------------------------
-    def seal(self, packet: bytes, now: float) -> bytes | None:
+    def seal(self, packet: bytes, now: float, flags: int = 0) -> bytes | None:
         """The datagram for `packet` (UDP transport), or None if the key is used up."""
         data = self.data
-        datagram = data.seal(DG_DATA, packet)  # type: ignore[union-attr]
+        if flags & FL_CSUM_PARTIAL and not data.peer_takes_partial:  # type: ignore[union-attr]
+            completed = self.completed(packet)
+            if completed is None:
+                return None
+            packet, flags = completed, 0
+        datagram = data.seal(DG_DATA, packet, flags)  # type: ignore[union-attr]
         if datagram is None or data.current.counter >= self.rekey_after:  # type: ignore[union-attr]
             self.on_volume_limit(now)
             self.flush()
@@ -156,10 +168,28 @@ class Peer:
             self.live.last_received = now
             if opened[0] == DG_DATA:
                 self.traffic.received(len(opened[1]))
+                self.last_flags = self.data.last_flags  # type: ignore[union-attr]
+                if self.last_flags & FL_CSUM_PARTIAL and not self.takes_partial:
+                    self.last_flags = 0
+                    packet = self.completed(opened[1])
+                    return None if packet is None else (DG_DATA, packet)
         return opened
 
-    def send_stream_packet(self, packet: bytes, now: float) -> None:
+    def completed(self, packet: bytes) -> bytes | None:
+        """`packet` with its partial checksum completed; None (counted) if it has no TCP/UDP
+        layout a partial checksum can have."""
+        done = checksum.complete(packet)
+        if done is None:
+            self.drops["bad-partial"] += 1
+        return done
+
+    def send_stream_packet(self, packet: bytes, now: float, flags: int = 0) -> None:
         """Send `packet` in a DATA frame (TCP transport); a packet over MAX_BODY is dropped."""
+        if flags & FL_CSUM_PARTIAL:
+            completed = self.completed(packet)
+            if completed is None:
+                return
+            packet = completed
         if len(packet) > MAX_BODY:
             self.drops["too-big"] += 1
             return

@@ -27,7 +27,7 @@ from runtime.proto.peer import ESTABLISHED
 from runtime.proto.session import ServerSession
 from runtime.proto.stats import SessionStats
 from runtime.proto.timers import earliest
-from runtime.proto.wire import MIN_DATAGRAM, session_of
+from runtime.proto.wire import FL_CSUM_PARTIAL, MIN_DATAGRAM, session_of
 
 
 class ServerCore:
@@ -44,6 +44,8 @@ class ServerCore:
         self._conns: dict[int, ServerSession] = {}
         self._by_id: dict[int, ServerSession] = {}
         self._by_addr: dict[bytes, ServerSession] = {}
+        self.takes_partial = False  # the TUN takes partial checksums (vnet header): set before sessions
+        self.last_flags = 0  # FL_INNER bits of the packet open_datagram last returned
 
     # -- control connections --------------------------------------------------------------
     def connection_made(self, conn: int, now: float) -> None:
@@ -67,26 +69,31 @@ class ServerCore:
             self.drops["short" if len(data) < MIN_DATAGRAM else "unknown-session"] += 1
             return None
         packet = session.open_from(data, addr, now)
-        return None if packet is None else self.deliver(session, packet, now)
+        if packet is None:
+            return None
+        self.last_flags = session.last_flags
+        return self.deliver(session, packet, now)
 
-    def seal_packet(self, packet: bytes, now: float) -> tuple[bytes, Address] | None:
+    def seal_packet(self, packet: bytes, now: float, flags: int = 0) -> tuple[bytes, Address] | None:
         """(datagram, client endpoint) for a packet read from the TUN, routed by its
-        destination; None when dropped or when it left in a SendStream (TCP transport)."""
+        destination; None when dropped or when it left in a SendStream (TCP transport).
+        `flags`: the packet's FL_INNER bits (runtime/segment.py)."""
         session = self._by_addr.get(destination(packet))  # type: ignore[arg-type]
         if session is None:
             self.drops["no-route"] += 1
             return None
-        return self._send_to(session, packet, now)
+        return self._send_to(session, packet, now, flags)
 
-    def _send_to(self, session: ServerSession, packet: bytes, now: float) -> tuple[bytes, Address] | None:
+    def _send_to(self, session: ServerSession, packet: bytes, now: float,
+                 flags: int = 0) -> tuple[bytes, Address] | None:
         if session.transport == "tcp":
-            session.send_stream_packet(packet, now)
+            session.send_stream_packet(packet, now, flags)
             return None
         endpoint = session.endpoint
         if endpoint is None:
             self.drops["no-endpoint"] += 1
             return None
-        datagram = session.seal(packet, now)
+        datagram = session.seal(packet, now, flags)
         return None if datagram is None else (datagram, endpoint)
 
     def deliver(self, session: ServerSession, packet: bytes, now: float) -> bytes | None:
@@ -101,7 +108,7 @@ class ServerCore:
         if not self.config.client_to_client:
             self.drops["client-to-client"] += 1
             return None
-        forwarded = self._send_to(target, packet, now)
+        forwarded = self._send_to(target, packet, now, session.last_flags & FL_CSUM_PARTIAL)
         if forwarded is not None:
             self.out.append(SendDatagram(*forwarded))
         return None

@@ -37,6 +37,7 @@ class ServerSession(Peer):
         channel = ControlChannel(host.context, self._check_client, server_side=True)
         super().__init__(channel, conn, host.out, host.drops)
         self.host = host
+        self.takes_partial = host.takes_partial
         self.handshake_until = now + host.config.handshake_timeout
         self.identity: PeerIdentity | None = None
         self.assignment: TunnelAssignment | None = None

@@ -24,6 +24,12 @@ _SESSION = struct.Struct("!I")
 DG_DATA = 1
 DG_KEEPALIVE = 2
 
+# Data-header flags (authenticated: the header is the AAD).  Receivers ignore unknown bits.
+FL_CSUM_PARTIAL = 0x01  # DATA: the inner L4 checksum is partial (runtime/proto/checksum.py)
+FL_CONTINUES = 0x02  # DATA: next TCP segment of the packet sealed just before (coalescing hint)
+FL_TAKES_PARTIAL = 0x04  # any: the sender accepts DATA with FL_CSUM_PARTIAL
+FL_INNER = FL_CSUM_PARTIAL | FL_CONTINUES
+
 F_HELLO = 0x01
 F_WELCOME = 0x02
 F_REKEY = 0x03
