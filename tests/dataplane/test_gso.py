@@ -1,0 +1,67 @@
+"""UDP GSO runs and GRO splitting (runtime/gso.py), and the fallback when refused."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from collections import Counter
+
+from runtime import gso
+
+
+def test_runs_group_equal_sizes_to_one_address():
+    a, b = ("198.51.100.1", 1), ("198.51.100.2", 1)
+    items = [(b"x" * 100, a)] * 3 + [(b"y" * 50, a), (b"z" * 100, a), (b"w" * 100, b)]
+    assert [(addr, [len(d) for d in run]) for addr, run in gso.runs(items)] == [
+        (a, [100, 100, 100, 50]), (a, [100]), (b, [100])]
+
+
+def test_runs_respect_segment_and_byte_limits():
+    items = [(b"x" * 1400, None)] * 100
+    runs = gso.runs(items)
+    assert all(len(run) <= gso.MAX_SEGMENTS and sum(map(len, run)) <= gso.MAX_BYTES for _, run in runs)
+    assert sum(len(run) for _, run in runs) == 100
+
+
+def test_gro_split_cuts_at_the_cmsg_size():
+    buf = bytearray(b"a" * 10 + b"b" * 10 + b"c" * 4 + b"\0" * 100)
+    anc = [(gso.SOL_UDP, gso.UDP_GRO, struct.pack("=i", 10))]
+    assert gso.split(buf, 24, anc) == [b"a" * 10, b"b" * 10, b"c" * 4]
+    assert gso.split(buf, 24, []) == [bytes(buf[:24])]
+
+
+class Refusing:
+    def __init__(self, code: int) -> None:
+        self.code, self.sent = code, []
+
+    def sendmsg(self, *args):
+        raise OSError(self.code, "refused")
+
+    def sendto(self, data, addr):
+        self.sent.append(data)
+
+
+def test_a_refused_gso_send_falls_back_to_one_by_one_for_good():
+    sock, errors = Refusing(errno.EIO), Counter()
+    sender = gso.Sender(sock, errors)  # type: ignore[arg-type]
+    items = [(bytes([i]) * 100, ("198.51.100.1", 1)) for i in range(5)]
+    sender.send(items)
+    sender.send(items)
+    assert not sender.enabled and len(sock.sent) == 10 and errors["udp-gso-off"] == 1
+
+
+def test_gso_send_and_gro_receive_over_loopback():
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    gro = gso.enable_gro(rx)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent = [bytes([i]) * 1000 for i in range(10)] + [b"end"]
+    gso.Sender(tx, Counter()).send([(d, rx.getsockname()) for d in sent])
+    rx.settimeout(2)
+    got: list[bytes] = []
+    buf = bytearray(65535)
+    while len(got) < len(sent):
+        n, anc, _, _ = rx.recvmsg_into([buf], gso.ANC_SPACE)
+        got += gso.split(buf, n, anc)
+    assert got == sent and gro in (True, False)
