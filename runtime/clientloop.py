@@ -27,13 +27,14 @@ from runtime.clientsys import (
     FWMARK, IFNAME, Settings, Target, configure_tunnel, engage_kill_switch, kill_switch, resolve, same_network,
 )
 from runtime.errors import ConnectFailed, HandshakeRefused, VpnError
-from runtime.iobase import BATCH, Outputs, StreamConn, outside_loop, set_buffers
+from runtime.gso import MAX_SEGMENTS
+from runtime.iobase import BATCH, Outputs, Receiver, StreamConn, inner_packets, outside_loop, set_buffers
 from runtime.netconf import mark_socket
 from runtime.proto import tls
 from runtime.proto.client import ClientCore
 from runtime.proto.config import ClientConfig
 from runtime.proto.events import HandshakeCompleted, HandshakeFailed, PeerDead, SessionClosed
-from runtime.tun import open_tun
+from runtime.tun import open_data_tun
 
 log = logging.getLogger("vpn-runtime")
 CONNECT_TIMEOUT = 10.0
@@ -84,7 +85,7 @@ class Client:
             self.targets = resolve(self.bundle.servers)
             if self.settings.kill_switch:
                 engage_kill_switch(self.journal, kill_switch(self.settings, self.targets, None))
-            self.tun = open_tun(IFNAME)
+            self.tun = open_data_tun(IFNAME)
             await self.first_session()
         except BaseException:
             self.close_session()
@@ -160,6 +161,7 @@ class Client:
         ep = target.endpoint
         config = ClientConfig(ep.name, ep.pin, self.settings.transport, (self.bundle.tunnel.cipher,))
         self.core = ClientCore(config, tls.client_context(self.creds))
+        self.core.takes_partial = self.tun.vnet_hdr
         self.open_udp(target)
         reader, writer = await self.open_tcp(target)
         self.conns = {0: StreamConn(writer)}
@@ -181,6 +183,7 @@ class Client:
         udp.connect((target.ip, target.endpoint.data_port))
         udp.setblocking(False)
         self.udp = udp
+        self.receiver = Receiver(udp)
         asyncio.get_running_loop().add_reader(udp.fileno(), self.on_udp)
 
     async def open_tcp(self, target: Target):
@@ -256,33 +259,34 @@ class Client:
             self.pump()
 
     def on_udp(self) -> None:
-        core, now = self.core, time.monotonic()
+        core, now, items = self.core, time.monotonic(), []
         if core is None:
             return
-        for _ in range(BATCH):
-            try:
-                data = self.udp.recv(65535)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                break  # ICMP errors (port unreachable): the dead-peer timer decides
+        for data, _ in self.receiver.receive():
             packet = core.open_datagram(data, now)
             if packet is not None:
-                self.outputs.write_tun(packet)
+                items.append((packet, core.last_flags))
+        self.outputs.write_tun_many(items)
         self.pump()
 
     def on_tun(self) -> None:
-        core, now = self.core, time.monotonic()
+        core, now, items = self.core, time.monotonic(), []
+        vnet_hdr = self.tun.vnet_hdr
         for _ in range(BATCH):
-            packet = self.tun.read()
-            if packet is None:
+            frame = self.tun.read()
+            if frame is None:
                 break
             if core is None:
                 continue  # reconnecting: the packet is dropped, never sent outside
-            datagram = core.seal_packet(packet, now)
-            if datagram is not None:
-                self.outputs.sendto(datagram, None)
+            for packet, flags in inner_packets(frame, vnet_hdr):
+                datagram = core.seal_packet(packet, now, flags)
+                if datagram is not None:
+                    items.append((datagram, None))
+            if len(items) >= MAX_SEGMENTS:
+                self.outputs.send_many(items)
+                items = []
         if core is not None:
+            self.outputs.send_many(items)
             self.pump()
 
     def pump(self) -> None:

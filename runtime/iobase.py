@@ -4,6 +4,9 @@ Rule 1: outputs are performed in the order the core returned them; a failed send
 data path is counted and dropped (UDP is lossy anyway), never raised into the loop.
 Rule 2: events are logged once each, with the peer and the reason; nothing secret is in
 them (no keys, no certificates, only names, addresses and reasons).
+Rule 3: the data path moves batches: datagrams leave in UDP GSO runs (runtime/gso.py),
+arrive through UDP GRO, and packets reach a TUN with a vnet header as coalesced TCP
+super-packets (runtime/coalesce.py); a TUN without one gets one complete packet per write.
 """
 
 from __future__ import annotations
@@ -11,16 +14,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import socket
 from collections import Counter
 from dataclasses import dataclass, field
 
+from runtime import gso, vnet
+from runtime.coalesce import plan
+from runtime.segment import Segment, split
 from runtime.proto.events import (
     CloseConnection, HandshakeCompleted, HandshakeFailed, KeysRotated, PeerDead, PeerRoamed,
     SendDatagram, SendStream, SessionClosed, WriteTun,
 )
 
-BATCH = 64  # packets drained per wakeup, from the TUN and from the UDP socket
+BATCH = 64  # reads drained per wakeup, from the TUN and from the UDP socket
+MAX_DATAGRAMS = 256  # datagrams received per wakeup (GRO gives up to 64 per read)
 SOCKET_BUFFER = 4 << 20
 
 
@@ -29,6 +37,40 @@ def outside_loop(fn, *args):
     event loop of its own, which cannot nest inside ours (system setup only, never per packet)."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(fn, *args).result()
+
+
+def inner_packets(frame: bytes, vnet_hdr: bool) -> list[Segment]:
+    """The (packet, FL_INNER flags) pairs of one TUN read: TSO super-packets are cut."""
+    return split(frame) if vnet_hdr else [(frame, 0)]
+
+
+class Receiver:
+    """Drains a non-blocking UDP socket, through UDP GRO where the kernel has it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.gro = gso.enable_gro(sock)
+        self.buf = bytearray(65535)
+
+    def receive(self) -> list[tuple[bytes, object]]:
+        """Up to BATCH reads or MAX_DATAGRAMS datagrams: (datagram, sender address) pairs.
+        Errors end the drain (an ICMP error on a connected socket: the dead-peer timer decides)."""
+        out: list[tuple[bytes, object]] = []
+        sock, buf = self.sock, self.buf
+        for _ in range(BATCH):
+            try:
+                if self.gro:
+                    n, anc, _flags, addr = sock.recvmsg_into([buf], gso.ANC_SPACE)
+                    out += [(d, addr) for d in gso.split(buf, n, anc)]
+                else:
+                    out.append(sock.recvfrom(65535))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            if len(out) >= MAX_DATAGRAMS:
+                break
+        return out
 
 
 def set_buffers(sock: socket.socket) -> None:
@@ -58,6 +100,29 @@ class Outputs:
     conns: dict[int, StreamConn]
     log: logging.Logger
     errors: Counter = field(default_factory=Counter)
+    sender: gso.Sender | None = None
+
+    def __post_init__(self) -> None:
+        if self.udp is not None:
+            self.sender = gso.Sender(self.udp, self.errors)
+
+    def send_many(self, items: list) -> None:
+        """Send (datagram, address or None) pairs, in GSO runs where the kernel allows."""
+        if items:
+            self.sender.send(items)  # type: ignore[union-attr]
+
+    def write_tun_many(self, items: list[tuple[bytes, int]]) -> None:
+        """Write received (packet, FL_INNER flags) pairs to the TUN, in order (Rule 3)."""
+        if not getattr(self.tun, "vnet_hdr", False):
+            for packet, _ in items:
+                self.write_tun(packet)
+            return
+        fd = self.tun.fileno()  # type: ignore[attr-defined]
+        for iov in plan(items):
+            try:
+                os.writev(fd, iov)
+            except OSError as e:
+                self.errors[f"tun-write-{e.errno}"] += 1
 
     def sendto(self, data: bytes, addr) -> None:
         try:
@@ -69,8 +134,12 @@ class Outputs:
             self.errors[f"udp-send-{e.errno}"] += 1
 
     def write_tun(self, packet: bytes) -> None:
+        """Write one complete packet (with a plain vnet header if the TUN has them)."""
         try:
-            self.tun.write(packet)  # type: ignore[attr-defined]
+            if getattr(self.tun, "vnet_hdr", False):
+                os.writev(self.tun.fileno(), [vnet.PLAIN, packet])  # type: ignore[attr-defined]
+            else:
+                self.tun.write(packet)  # type: ignore[attr-defined]
         except OSError as e:
             self.errors[f"tun-write-{e.errno}"] += 1
 

@@ -23,10 +23,13 @@ from pathlib import Path
 from runtime import ctl, serverview
 from runtime.config import DaemonConfig, load_config
 from runtime.errors import ConfigError
-from runtime.iobase import BATCH, Outputs, StreamConn, outside_loop, set_buffers
+from runtime.gso import MAX_SEGMENTS
+from runtime.iobase import BATCH, Outputs, Receiver, StreamConn, inner_packets, outside_loop, set_buffers
 from runtime.proto import identity, tls
+from runtime.proto.events import HandshakeCompleted
 from runtime.proto.server import ServerCore
-from runtime.tun import open_tun
+from runtime.ratelimit import ConnectLimiter
+from runtime.tun import open_data_tun
 
 log = logging.getLogger("vpn-runtime")
 STATE = ctl.RUN_DIR / "server-state.json"
@@ -42,6 +45,7 @@ class ServerDaemon:
                                self.read_crl())
         self.conns: dict[int, StreamConn] = {}
         self.ids = itertools.count(1)
+        self.limiter = ConnectLimiter()
         self.started = time.time()
         self.stopping = asyncio.Event()
 
@@ -89,7 +93,7 @@ class ServerDaemon:
         from runtime import netconf, rtnl, undo
 
         undo.restore(STATE)
-        tun = open_tun(self.cfg.interface)
+        tun = open_data_tun(self.cfg.interface)
         journal = undo.Journal.load(STATE)
         addrs = [str(self.cfg.server_address)]
         if self.cfg.server_address6 is not None:
@@ -103,7 +107,9 @@ class ServerDaemon:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self.tun, self.udp = outside_loop(self.open_tun), self.open_udp()
+        self.core.takes_partial = self.tun.vnet_hdr
         self.outputs = Outputs(self.udp, self.tun, self.conns, log)
+        self.receiver = Receiver(self.udp)
         loop.add_reader(self.udp.fileno(), self.on_udp)
         loop.add_reader(self.tun.fileno(), self.on_tun)
         tcp = await asyncio.start_server(self.on_connection, str(self.cfg.listen), self.cfg.control_port,
@@ -143,45 +149,67 @@ class ServerDaemon:
                 self.reload_crl("file changed")
 
     def on_udp(self) -> None:
-        now, core, tun = time.monotonic(), self.core, self.tun
-        for _ in range(BATCH):
-            try:
-                data, addr = self.udp.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                continue
+        now, core, items = time.monotonic(), self.core, []
+        for data, addr in self.receiver.receive():
             packet = core.open_datagram(data, addr, now)
             if packet is not None:
-                self.outputs.write_tun(packet)
+                items.append((packet, core.last_flags))
+        self.outputs.write_tun_many(items)
         self.outputs.perform(core.take_outputs())
 
     def on_tun(self) -> None:
-        now, core, sendto = time.monotonic(), self.core, self.outputs.sendto
+        now, core, out, items = time.monotonic(), self.core, self.outputs, []
+        vnet_hdr = self.tun.vnet_hdr
         for _ in range(BATCH):
-            packet = self.tun.read()
-            if packet is None:
+            frame = self.tun.read()
+            if frame is None:
                 break
-            sealed = core.seal_packet(packet, now)
-            if sealed is not None:
-                sendto(*sealed)
-        self.outputs.perform(core.take_outputs())
+            for packet, flags in inner_packets(frame, vnet_hdr):
+                sealed = core.seal_packet(packet, now, flags)
+                if sealed is not None:
+                    items.append(sealed)
+            if len(items) >= MAX_SEGMENTS:
+                out.send_many(items)
+                items = []
+        out.send_many(items)
+        out.perform(core.take_outputs())
 
     async def on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = next(self.ids)
+        source = (writer.get_extra_info("peername") or ("?",))[0]
+        if not self.admitted(source, writer):
+            return
+        conn, pending = next(self.ids), True
         self.conns[conn] = StreamConn(writer)
         self.core.connection_made(conn, time.monotonic())
         try:
             while data := await reader.read(65536):
                 self.core.receive_stream(conn, data, time.monotonic())
-                self.outputs.perform(self.core.take_outputs())
+                outputs = self.core.take_outputs()
+                if pending and any(type(o) is HandshakeCompleted and o.conn == conn for o in outputs):
+                    pending = False
+                    self.limiter.settled(source)
+                self.outputs.perform(outputs)
         except (ConnectionError, OSError):
             pass
         finally:
+            if pending:
+                self.limiter.settled(source)
             self.conns.pop(conn, None)
             self.core.connection_lost(conn, time.monotonic())
             self.outputs.perform(self.core.take_outputs())
             writer.close()
+
+    def admitted(self, source: str, writer: asyncio.StreamWriter) -> bool:
+        """The per-source rate and pending-handshake caps (runtime/ratelimit.py); over them
+        the connection is closed at once, counted in drops, and logged once per interval."""
+        refusal = self.limiter.admit(source, time.monotonic())
+        if refusal is None:
+            return True
+        self.core.drops[f"connect-{refusal.reason}"] += 1
+        if refusal.logged:
+            log.warning("%s", refusal.line())
+        writer.transport.abort()
+        return False
 
     async def on_control(self, request: dict) -> dict:
         if request["cmd"] == "status":

@@ -106,6 +106,19 @@ def open_tun(name: str = "", *, vnet_hdr: bool = False, multi_queue: bool = Fals
     return Tun(fd, actual.rstrip(b"\0").decode(), vnet_hdr)
 
 
+def open_data_tun(name: str) -> Tun:
+    """The TUN of a data path: with vnet header and TCP offloads (TSO super-packets,
+    partial checksums) where the kernel offers them, plain otherwise.  The environment
+    variable VPN_RUNTIME_OFFLOAD=0 asks for plain."""
+    if os.environ.get("VPN_RUNTIME_OFFLOAD", "1") != "0":
+        try:
+            return open_tun(name, vnet_hdr=True)
+        except SystemSetupError as exc:
+            if isinstance(exc, PermissionDenied):
+                raise
+    return open_tun(name)
+
+
 def _check_name(name: str) -> None:
     if len(name.encode()) >= IFNAMSIZ or "/" in name or " " in name:
         raise SystemSetupError(f"TUN device name {name!r}: at most 15 bytes, no '/' or spaces",
