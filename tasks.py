@@ -233,6 +233,25 @@ def bench(c, rounds=3, secs=10, peers="", micro=False, save=False):
     run_bench(rounds=rounds, secs=secs, peers=peers, micro=micro, save=save)
 
 
+@task(help={"clients": "simulated clients (each with its own certificate)", "hold": "seconds to hold them",
+            "sources": "source addresses the clients come from", "concurrency": "handshakes in flight"})
+@guarded
+def bench_load(c, clients=1000, hold=30, sources=200, concurrency=64):
+    """Server load benchmark: many protocol sessions against one vpn-runtime serve (not a test)."""
+    from provision.bench.load import load
+
+    load(clients=int(clients), hold=float(hold), sources=int(sources), concurrency=int(concurrency))
+
+
+@task(help={"rounds": "rounds of each tool"})
+@guarded
+def bench_deploy(c, rounds=3):
+    """Provisioning benchmark: our deploy against an equivalent Ansible play on lab host vps2."""
+    from provision.bench.provisioning import provisioning
+
+    provisioning(rounds=int(rounds))
+
+
 @task(help={"minutes": "total time for all targets", "target": "fuzz only this target",
             "strict": "count known bugs as findings too"})
 def fuzz(c, minutes=10.0, target="", strict=False):
@@ -269,4 +288,5 @@ for t, name in ((lab_image, "image"), (lab_up, "up"), (lab_down, "down"), (lab_s
                 (lab_run, "run"), (lab_shell, "shell"), (lab_ssh, "ssh"), (lab_snapshot, "snapshot")):
     lab.add_task(t, name=name)
 
-ns = Collection(demo, test, deploy, teardown, add_client, revoke_client, list_clients, status, bench, fuzz, lab)
+ns = Collection(demo, test, deploy, teardown, add_client, revoke_client, list_clients, status, bench,
+                bench_load, bench_deploy, fuzz, lab)
