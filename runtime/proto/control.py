@@ -33,6 +33,7 @@ class ControlChannel:
         self._check = check
         self._frames = wire.FrameReader()
         self.peer_cert: x509.Certificate | None = None
+        self.spoke = False  # any byte left us yet (a stranger's junk gets no TLS alert back)
 
     @property
     def established(self) -> bool:
@@ -78,4 +79,10 @@ class ControlChannel:
         self._tls.close()
 
     def take_output(self) -> bytes:
-        return self._tls.take_output()
+        data = self._tls.take_output()
+        self.spoke = self.spoke or bool(data)
+        return data
+
+    def discard_output(self) -> None:
+        """Drop what TLS wants to send (an alert to someone we never answered)."""
+        self._tls.take_output()

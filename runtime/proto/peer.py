@@ -122,6 +122,8 @@ class Peer:
         if tell_peer and self.channel.tls_up and self.channel.ended is None:
             self.channel.send(messages.Bye(reason[:64]))
         self.channel.close()
+        if not was_up and not self.channel.spoke:
+            self.channel.discard_output()  # silence: junk on the control port draws no alert
         self.flush()
         self.out.append(CloseConnection(self.conn))
         if was_up:
@@ -147,20 +149,36 @@ class Peer:
     # -- data path ------------------------------------------------------------------------
     def seal(self, packet: bytes, now: float, flags: int = 0) -> bytes | None:
         """The datagram for `packet` (UDP transport), or None if the key is used up."""
+        sealed = self.seal_many([(packet, flags)], now)
+        return sealed[0] if sealed else None
+
+    def seal_many(self, packets: list[tuple[bytes, int]], now: float) -> list[bytes]:
+        """The datagrams for (packet, FL_INNER flags) pairs, in order (UDP transport); it
+        stops at the first the key cannot seal.  The hard limit holds per datagram (in
+        DataChannel.seal); the soft limit and the counters are looked at once per call."""
         data = self.data
-        if flags & FL_CSUM_PARTIAL and not data.peer_takes_partial:  # type: ignore[union-attr]
-            completed = self.completed(packet)
-            if completed is None:
-                return None
-            packet, flags = completed, 0
-        datagram = data.seal(DG_DATA, packet, flags)  # type: ignore[union-attr]
-        if datagram is None or data.current.counter >= self.rekey_after:  # type: ignore[union-attr]
+        seal, partial_ok = data.seal, data.peer_takes_partial  # type: ignore[union-attr]
+        out: list[bytes] = []
+        size, exhausted = 0, False
+        for packet, flags in packets:
+            if flags & FL_CSUM_PARTIAL and not partial_ok:
+                completed = self.completed(packet)
+                if completed is None:
+                    continue
+                packet, flags = completed, 0
+            datagram = seal(DG_DATA, packet, flags)
+            if datagram is None:
+                exhausted = True
+                break
+            out.append(datagram)
+            size += len(packet)
+        if exhausted or data.current.counter >= self.rekey_after:  # type: ignore[union-attr]
             self.on_volume_limit(now)
             self.flush()
-        if datagram is not None:
+        if out:
             self.live.last_sent = now
-            self.traffic.sent(len(packet))
-        return datagram
+            self.traffic.sent(size, len(out))
+        return out
 
     def open(self, datagram: bytes, now: float) -> tuple[int, bytes] | None:
         opened = self.data.open(datagram, now)  # type: ignore[union-attr]

@@ -343,9 +343,6 @@ def test_a_datagram_flood_and_control_junk_get_no_answer_and_change_nothing(vpn,
     assert ping_loss(ping_out.stdout) <= 2.0, ping_out.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/proto: a TLS handshake that fails on junk still flushes "
-                   "OpenSSL's alert to the peer; silence would drop the output of a handshake that never "
-                   "sent a ServerHello")
 def test_junk_to_the_control_port_gets_not_one_byte_back(vpn):
     junk = json.loads(sh(vpn.lab, ATTACKER, f"python3 /root/attack/junk.py {SERVER_IP} {CONTROL_PORT} 10 0.1",
                          timeout=60).stdout)
