@@ -278,10 +278,9 @@ class Client:
                 break
             if core is None:
                 continue  # reconnecting: the packet is dropped, never sent outside
-            for packet, flags in inner_packets(frame, vnet_hdr):
-                datagram = core.seal_packet(packet, now, flags)
-                if datagram is not None:
-                    items.append((datagram, None))
+            segments = inner_packets(frame, vnet_hdr)
+            if segments:
+                items += [(datagram, None) for datagram in core.seal_segments(segments, now)]
             if len(items) >= MAX_SEGMENTS:
                 self.outputs.send_many(items)
                 items = []

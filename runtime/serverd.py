@@ -164,10 +164,9 @@ class ServerDaemon:
             frame = self.tun.read()
             if frame is None:
                 break
-            for packet, flags in inner_packets(frame, vnet_hdr):
-                sealed = core.seal_packet(packet, now, flags)
-                if sealed is not None:
-                    items.append(sealed)
+            segments = inner_packets(frame, vnet_hdr)
+            if segments:
+                items += core.seal_segments(segments, now)
             if len(items) >= MAX_SEGMENTS:
                 out.send_many(items)
                 items = []

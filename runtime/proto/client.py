@@ -65,12 +65,18 @@ class ClientCore(Peer):
         """The datagram carrying a TUN packet; None when not up, on TCP transport (the
         packet then leaves in a SendStream) or when the key is used up (a rekey starts).
         `flags`: the packet's FL_INNER bits (runtime/segment.py)."""
+        sealed = self.seal_segments([(packet, flags)], now)
+        return sealed[0] if sealed else None
+
+    def seal_segments(self, segments: list[tuple[bytes, int]], now: float) -> list[bytes]:
+        """seal_packet for the (packet, flags) segments of one TUN read, in order."""
         if self.state != ESTABLISHED:
-            return None
+            return []
         if self.transport == "tcp":
-            self.send_stream_packet(packet, now, flags)
-            return None
-        return self.seal(packet, now, flags)
+            for packet, flags in segments:
+                self.send_stream_packet(packet, now, flags)
+            return []
+        return self.seal_many(segments, now)
 
     def open_datagram(self, data: bytes, now: float) -> bytes | None:
         """The packet to write to the TUN, or None (keepalive, or dropped and counted);

@@ -78,23 +78,29 @@ class ServerCore:
         """(datagram, client endpoint) for a packet read from the TUN, routed by its
         destination; None when dropped or when it left in a SendStream (TCP transport).
         `flags`: the packet's FL_INNER bits (runtime/segment.py)."""
-        session = self._by_addr.get(destination(packet))  # type: ignore[arg-type]
-        if session is None:
-            self.drops["no-route"] += 1
-            return None
-        return self._send_to(session, packet, now, flags)
+        sealed = self.seal_segments([(packet, flags)], now)
+        return sealed[0] if sealed else None
 
-    def _send_to(self, session: ServerSession, packet: bytes, now: float,
-                 flags: int = 0) -> tuple[bytes, Address] | None:
+    def seal_segments(self, segments: list[tuple[bytes, int]], now: float) -> list[tuple[bytes, Address]]:
+        """seal_packet for the (packet, flags) segments of one TUN read: they share one IP
+        header, so they are routed once, by the first one's destination."""
+        session = self._by_addr.get(destination(segments[0][0]))  # type: ignore[arg-type]
+        if session is None:
+            self.drops["no-route"] += len(segments)
+            return []
+        return self._send_to(session, segments, now)
+
+    def _send_to(self, session: ServerSession, segments: list[tuple[bytes, int]],
+                 now: float) -> list[tuple[bytes, Address]]:
         if session.transport == "tcp":
-            session.send_stream_packet(packet, now, flags)
-            return None
+            for packet, flags in segments:
+                session.send_stream_packet(packet, now, flags)
+            return []
         endpoint = session.endpoint
         if endpoint is None:
-            self.drops["no-endpoint"] += 1
-            return None
-        datagram = session.seal(packet, now, flags)
-        return None if datagram is None else (datagram, endpoint)
+            self.drops["no-endpoint"] += len(segments)
+            return []
+        return [(datagram, endpoint) for datagram in session.seal_many(segments, now)]
 
     def deliver(self, session: ServerSession, packet: bytes, now: float) -> bytes | None:
         """Where a client's inner packet goes: returned for the TUN, forwarded, or dropped."""
@@ -108,8 +114,7 @@ class ServerCore:
         if not self.config.client_to_client:
             self.drops["client-to-client"] += 1
             return None
-        forwarded = self._send_to(target, packet, now, session.last_flags & FL_CSUM_PARTIAL)
-        if forwarded is not None:
+        for forwarded in self._send_to(target, [(packet, session.last_flags & FL_CSUM_PARTIAL)], now):
             self.out.append(SendDatagram(*forwarded))
         return None
 

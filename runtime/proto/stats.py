@@ -24,9 +24,9 @@ class Traffic:
         self.rx_bytes += size
         self.rx_packets += 1
 
-    def sent(self, size: int) -> None:
+    def sent(self, size: int, packets: int = 1) -> None:
         self.tx_bytes += size
-        self.tx_packets += 1
+        self.tx_packets += packets
 
 
 @dataclass(frozen=True)

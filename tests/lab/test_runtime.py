@@ -63,7 +63,7 @@ def iperf(vpn, reverse: bool) -> float:
 
 
 def test_iperf3_both_ways(vpn):
-    sh(vpn.lab, S, "systemd-run --unit iperf-test iperf3 -s -B 10.8.0.1")
+    sh(vpn.lab, S, "systemd-run --collect --unit iperf-test iperf3 -s -B 10.8.0.1")  # --collect: no failed unit left
     try:
         up(vpn, "laptop", "alice")
         upload, download = iperf(vpn, False), iperf(vpn, True)

@@ -121,3 +121,16 @@ def test_pending_epoch_is_used_once_the_peer_authenticates_under_it():
     client.install(1, k2, k3, 1.0, active=True)
     assert server.open(client.seal(DG_DATA, b"y"), 2.0) == (DG_DATA, b"y")
     assert server.seal(DG_DATA, b"z")[1] == 1 and server.pending is None
+
+
+def test_a_batch_of_segments_stops_at_the_hard_limit_and_starts_one_rekey(net, connect):
+    end = connect(net, limits=TINY)
+    net.hold_streams = True  # the rekey cannot complete
+    segments = [(ipv4(end.address, OUT, bytes([i])), 0) for i in range(TINY.reject_packets + 5)]
+    sealed = end.core.seal_segments(segments, net.now)
+    assert [HEADER.unpack_from(d)[5] for d in sealed] == list(range(1, TINY.reject_packets))
+    assert end.core.drops["exhausted"] == 1
+    net.pump()
+    assert len([s for s in net.held_streams if s[0] == "c2s"]) == 1  # one rekey for the batch
+    opened = [net.server.open_datagram(d, end.addr, net.now) for d in sealed]
+    assert [p[-1] for p in opened] == list(range(TINY.reject_packets - 1))
