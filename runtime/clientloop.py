@@ -262,10 +262,8 @@ class Client:
         core, now, items = self.core, time.monotonic(), []
         if core is None:
             return
-        for data, _ in self.receiver.receive():
-            packet = core.open_datagram(data, now)
-            if packet is not None:
-                items.append((packet, core.last_flags))
+        for _, datagrams in self.receiver.receive():
+            items += core.open_datagrams(datagrams, now)
         self.outputs.write_tun_many(items)
         self.pump()
 

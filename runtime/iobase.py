@@ -52,23 +52,26 @@ class Receiver:
         self.gro = gso.enable_gro(sock)
         self.buf = bytearray(65535)
 
-    def receive(self) -> list[tuple[bytes, object]]:
-        """Up to BATCH reads or MAX_DATAGRAMS datagrams: (datagram, sender address) pairs.
+    def receive(self) -> list[tuple[object, list[bytes]]]:
+        """(sender address, datagrams) per read: up to BATCH reads or MAX_DATAGRAMS datagrams.
         Errors end the drain (an ICMP error on a connected socket: the dead-peer timer decides)."""
-        out: list[tuple[bytes, object]] = []
-        sock, buf = self.sock, self.buf
+        out: list[tuple[object, list[bytes]]] = []
+        sock, buf, count = self.sock, self.buf, 0
         for _ in range(BATCH):
             try:
                 if self.gro:
                     n, anc, _flags, addr = sock.recvmsg_into([buf], gso.ANC_SPACE)
-                    out += [(d, addr) for d in gso.split(buf, n, anc)]
+                    datagrams = gso.split(buf, n, anc)
                 else:
-                    out.append(sock.recvfrom(65535))
+                    data, addr = sock.recvfrom(65535)
+                    datagrams = [data]
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 break
-            if len(out) >= MAX_DATAGRAMS:
+            out.append((addr, datagrams))
+            count += len(datagrams)
+            if count >= MAX_DATAGRAMS:
                 break
         return out
 

@@ -150,10 +150,8 @@ class ServerDaemon:
 
     def on_udp(self) -> None:
         now, core, items = time.monotonic(), self.core, []
-        for data, addr in self.receiver.receive():
-            packet = core.open_datagram(data, addr, now)
-            if packet is not None:
-                items.append((packet, core.last_flags))
+        for addr, datagrams in self.receiver.receive():
+            items += core.open_datagrams(datagrams, addr, now)
         self.outputs.write_tun_many(items)
         self.outputs.perform(core.take_outputs())
 

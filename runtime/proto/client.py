@@ -42,6 +42,7 @@ class ClientCore(Peer):
         self._ephemeral: Ephemeral | None = None
         self._rekey: Ephemeral | None = None
         self._rekey_epoch = 0
+        self.last_flags = 0
         self.handlers = {
             (WAITING, F_WELCOME): self._on_welcome,
             (ESTABLISHED, F_REKEY_ACK): self._on_rekey_ack,
@@ -81,11 +82,18 @@ class ClientCore(Peer):
     def open_datagram(self, data: bytes, now: float) -> bytes | None:
         """The packet to write to the TUN, or None (keepalive, or dropped and counted);
         its FL_INNER bits are in `last_flags`."""
-        if self.state != ESTABLISHED:
-            self.drops["not-established"] += 1
+        opened = self.open_datagrams([data], now)
+        if not opened:
             return None
-        opened = self.open(data, now)
-        return opened[1] if opened is not None and opened[0] == DG_DATA else None
+        self.last_flags = opened[0][1]
+        return opened[0][0]
+
+    def open_datagrams(self, datagrams: list[bytes], now: float) -> list[tuple[bytes, int]]:
+        """open_datagram for the datagrams of one read, as (packet, FL_INNER flags) pairs."""
+        if self.state != ESTABLISHED:
+            self.drops["not-established"] += len(datagrams)
+            return []
+        return self.open_many(datagrams, now)[0]
 
     def handle_timer(self, now: float) -> None:
         self.on_timer(now)

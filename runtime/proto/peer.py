@@ -12,8 +12,7 @@ Rule 4: with transport "udp" only authenticated datagrams count as life from the
 Rule 5: a packet with a partial checksum (FL_CSUM_PARTIAL) is sealed as such only to a peer
         that said it takes them; otherwise (and on transport "tcp") its checksum is completed
         first.  One received partial while we do not take them (`takes_partial` False) is
-        completed before it leaves the core.  `last_flags` holds the FL_INNER bits of the
-        packet `open` last returned.
+        completed before it leaves the core.
 """
 
 from __future__ import annotations
@@ -61,7 +60,6 @@ class Peer:
         self.rekey_after = 0
         self.handlers: dict[tuple[str, int], Handler] = {}
         self.takes_partial = False  # our TUN takes partial checksums (set before establish)
-        self.last_flags = 0
 
     # -- control stream ------------------------------------------------------------------
     def receive_stream(self, data: bytes, now: float) -> None:
@@ -180,18 +178,33 @@ class Peer:
             self.traffic.sent(size, len(out))
         return out
 
-    def open(self, datagram: bytes, now: float) -> tuple[int, bytes] | None:
-        opened = self.data.open(datagram, now)  # type: ignore[union-attr]
-        if opened is not None:
+    def open_many(self, datagrams: list[bytes], now: float) -> tuple[list[tuple[bytes, int]], bool]:
+        """(the DATA packets with their FL_INNER flags, whether any datagram authenticated)
+        for datagrams of this session, in order; the others are counted in drops."""
+        data = self.data
+        open_, completes = data.open, not self.takes_partial  # type: ignore[union-attr]
+        out: list[tuple[bytes, int]] = []
+        size, authentic = 0, False
+        for datagram in datagrams:
+            opened = open_(datagram, now)
+            if opened is None:
+                continue
+            authentic = True
+            if opened[0] != DG_DATA:
+                continue
+            packet: bytes | None = opened[1]
+            flags = data.last_flags  # type: ignore[union-attr]
+            if flags & FL_CSUM_PARTIAL and completes:
+                packet, flags = self.completed(opened[1]), 0
+                if packet is None:
+                    continue
+            out.append((packet, flags))
+            size += len(packet)
+        if authentic:
             self.live.last_received = now
-            if opened[0] == DG_DATA:
-                self.traffic.received(len(opened[1]))
-                self.last_flags = self.data.last_flags  # type: ignore[union-attr]
-                if self.last_flags & FL_CSUM_PARTIAL and not self.takes_partial:
-                    self.last_flags = 0
-                    packet = self.completed(opened[1])
-                    return None if packet is None else (DG_DATA, packet)
-        return opened
+        if out:
+            self.traffic.received(size, len(out))
+        return out, authentic
 
     def completed(self, packet: bytes) -> bytes | None:
         """`packet` with its partial checksum completed; None (counted) if it has no TCP/UDP

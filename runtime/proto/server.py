@@ -63,16 +63,29 @@ class ServerCore:
 
     # -- data path ------------------------------------------------------------------------
     def open_datagram(self, data: bytes, addr: Address, now: float) -> bytes | None:
-        """The packet to write to the TUN, or None (keepalive, forwarded, or dropped)."""
-        session = self._by_id.get(session_of(data))
-        if session is None:
-            self.drops["short" if len(data) < MIN_DATAGRAM else "unknown-session"] += 1
+        """The packet to write to the TUN, or None (keepalive, forwarded, or dropped); its
+        FL_INNER bits are in `last_flags`."""
+        opened = self.open_datagrams([data], addr, now)
+        if not opened:
             return None
-        packet = session.open_from(data, addr, now)
-        if packet is None:
-            return None
-        self.last_flags = session.last_flags
-        return self.deliver(session, packet, now)
+        self.last_flags = opened[0][1]
+        return opened[0][0]
+
+    def open_datagrams(self, datagrams: list[bytes], addr: Address, now: float) -> list[tuple[bytes, int]]:
+        """open_datagram for the datagrams of one read from `addr` (a UDP_GRO batch), in
+        order, as (packet, FL_INNER flags) pairs; each run of one session is opened at once."""
+        out: list[tuple[bytes, int]] = []
+        for session_id, run in _runs_by_session(datagrams):
+            session = self._by_id.get(session_id)
+            if session is None:
+                for data in run:
+                    self.drops["short" if len(data) < MIN_DATAGRAM else "unknown-session"] += 1
+                continue
+            for packet, flags in session.open_from(run, addr, now):
+                inner = self.deliver(session, packet, now, flags)
+                if inner is not None:
+                    out.append((inner, flags))
+        return out
 
     def seal_packet(self, packet: bytes, now: float, flags: int = 0) -> tuple[bytes, Address] | None:
         """(datagram, client endpoint) for a packet read from the TUN, routed by its
@@ -102,7 +115,7 @@ class ServerCore:
             return []
         return [(datagram, endpoint) for datagram in session.seal_many(segments, now)]
 
-    def deliver(self, session: ServerSession, packet: bytes, now: float) -> bytes | None:
+    def deliver(self, session: ServerSession, packet: bytes, now: float, flags: int) -> bytes | None:
         """Where a client's inner packet goes: returned for the TUN, forwarded, or dropped."""
         pair = addresses(packet)
         if pair is None or pair[0] not in session.addresses:
@@ -114,7 +127,7 @@ class ServerCore:
         if not self.config.client_to_client:
             self.drops["client-to-client"] += 1
             return None
-        for forwarded in self._send_to(target, [(packet, session.last_flags & FL_CSUM_PARTIAL)], now):
+        for forwarded in self._send_to(target, [(packet, flags & FL_CSUM_PARTIAL)], now):
             self.out.append(SendDatagram(*forwarded))
         return None
 
@@ -178,3 +191,17 @@ class ServerCore:
                 del self._by_addr[packed]
         if session.assignment is not None:
             self.policy.release(session.name)
+
+
+def _runs_by_session(datagrams: list[bytes]) -> list[tuple[int, list[bytes]]]:
+    """Consecutive datagrams grouped by the session id in their header."""
+    runs: list[tuple[int, list[bytes]]] = []
+    last = -1
+    for data in datagrams:
+        session_id = session_of(data)
+        if session_id == last:
+            runs[-1][1].append(data)
+        else:
+            runs.append((session_id, [data]))
+            last = session_id
+    return runs

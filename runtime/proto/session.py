@@ -123,19 +123,18 @@ class ServerSession(Peer):
             self.channel.send(messages.RekeyRequest("volume"))
 
     # -- data path ------------------------------------------------------------------------
-    def open_from(self, datagram: bytes, addr: Address, now: float) -> bytes | None:
-        """The inner packet of an authentic datagram (following the client to `addr`)."""
-        opened = self.open(datagram, now)
-        if opened is None:
-            return None
-        if addr != self.endpoint:
+    def open_from(self, datagrams: list[bytes], addr: Address, now: float) -> list[tuple[bytes, int]]:
+        """The inner packets (with FL_INNER flags) of this session's datagrams from `addr`,
+        following the client to `addr` if one of them is authentic."""
+        opened, authentic = self.open_many(datagrams, now)
+        if authentic and addr != self.endpoint:
             self.endpoint = addr
             self.out.append(PeerRoamed(self.session_id, addr))
             self.keepalive(now)  # the client learns at once that this path works
-        return opened[1] if opened[0] == DG_DATA else None
+        return opened
 
     def on_stream_packet(self, packet: bytes, now: float) -> None:
-        inner = self.host.deliver(self, packet, now)
+        inner = self.host.deliver(self, packet, now, 0)
         if inner is not None:
             self.out.append(WriteTun(inner))
 

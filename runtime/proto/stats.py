@@ -20,9 +20,9 @@ class Traffic:
     def __init__(self) -> None:
         self.rx_bytes = self.rx_packets = self.tx_bytes = self.tx_packets = 0
 
-    def received(self, size: int) -> None:
+    def received(self, size: int, packets: int = 1) -> None:
         self.rx_bytes += size
-        self.rx_packets += 1
+        self.rx_packets += packets
 
     def sent(self, size: int, packets: int = 1) -> None:
         self.tx_bytes += size

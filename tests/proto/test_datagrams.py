@@ -156,3 +156,14 @@ def test_client_drops_garbage_silently(net, connect):
         assert end.core.open_datagram(data, net.now) is None
     assert end.core.take_outputs() == []
     assert sum(end.core.drops.values()) == 4
+
+
+def test_a_batch_keeps_order_and_silence_around_junk(net, connect):
+    end = connect(net)
+    first, second = sealed_up(net, end, b"one"), sealed_up(net, end, b"two")
+    tun = list(net.server_tun)
+    opened = net.server.open_datagrams([first, os.urandom(60), b"x", second, first], end.addr, net.now)
+    assert [p[-3:] for p, _ in opened] == [b"one", b"two"]
+    assert net.server.drops["replay"] == 1 and net.server.drops["short"] == 1
+    assert net.server.drops["unknown-session"] == 1
+    assert_silent(net, tun)
