@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from runtime import ctl, undo
+from runtime import ctl, rtnl, undo
 from runtime.bundle import Bundle
 from runtime.clientsys import (
     FWMARK, IFNAME, Settings, Target, configure_tunnel, engage_kill_switch, kill_switch, resolve, same_network,
@@ -168,6 +168,7 @@ class Client:
         self.outputs = Outputs(self.udp, self.tun, self.conns, log)
         self.core.connect(time.monotonic())
         self.pump()
+        rtnl.prewarm()  # netlink setup follows the handshake: import it while we wait for the server
         self.reader_task = asyncio.ensure_future(self.read_stream(reader))
         self.timer_task = asyncio.ensure_future(self.timer())
         try:

@@ -7,6 +7,8 @@ Rule 2: pyroute2's package `__init__` imports every family it knows (NDB, IPDB, 
         running that `__init__` and import only `iproute.linux` and the netlink exceptions.
         The first access to any other top-level name (not a submodule) (`from pyroute2 import NDB`, by anyone
         in the process) runs the real `__init__` then, so nothing else sees a difference.
+Rule 3: `prewarm()` runs that import in a daemon thread, for a caller about to wait on the
+        network (the client during its TLS handshake); a use meanwhile waits for it.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import threading
 from typing import Any
 
 _NAMES = {"IPRoute": "pyroute2.iproute.linux", "NetlinkError": "pyroute2.netlink.exceptions"}
+_LOCK = threading.Lock()
+_prewarmed: list[threading.Thread] = []
 
 
 def _lean_package() -> None:
@@ -47,7 +52,17 @@ def __getattr__(name: str) -> Any:
     module = _NAMES.get(name)
     if module is None:
         raise AttributeError(f"module 'runtime.rtnl' has no attribute {name!r}")
-    _lean_package()
-    value = getattr(importlib.import_module(module), name)
+    with _LOCK:
+        _lean_package()
+        value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def prewarm() -> None:
+    """Start importing IPRoute and NetlinkError in a daemon thread (once; Rule 3)."""
+    if not _prewarmed:
+        thread = threading.Thread(target=lambda: [__getattr__(n) for n in _NAMES], name="rtnl-import",
+                                  daemon=True)
+        _prewarmed.append(thread)
+        thread.start()
