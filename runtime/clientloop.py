@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -149,7 +150,7 @@ class Client:
                 await asyncio.wait_for(self.stopping.wait(), backoff)
             except asyncio.TimeoutError:
                 pass
-            backoff = min(backoff * 2, BACKOFF_MAX)
+            backoff = min(backoff * 2, BACKOFF_MAX) * random.uniform(0.8, 1.0)  # no thundering herd
         return backoff
 
     # -- one session ----------------------------------------------------------------------
@@ -368,7 +369,8 @@ class Client:
 
 
 REFUSALS = ("foreign-ca", "expired", "not-yet-valid", "wrong-eku", "wrong-name", "wrong-pin", "revoked",
-            "weak-cipher", "no-certificate", "no-name", "no-address")
+            "weak-cipher", "no-certificate", "no-name", "no-address",
+            "certificate", "unknown-ca")  # the server's TLS alerts: peer-refused:bad-certificate, ...
 
 
 def _is_refusal(reason: str) -> bool:
