@@ -246,7 +246,7 @@ def certificate(where: Where, value: Any) -> x509.Certificate:
         cert = x509.load_pem_x509_certificate(value.encode())
         cert.public_key()
         return cert
-    except (ValueError, TypeError, UnsupportedAlgorithm):
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion):
         raise where.fail("PEM certificate does not parse (damaged or truncated)") from None
 
 

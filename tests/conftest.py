@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -26,8 +27,11 @@ def lab():
     """The running lab (brought up once; taken down at the end of the session)."""
     from provision.lab import lab as lab_mod
 
+    from provision.lab import labinventory
+
     was_up = lab_mod.is_up(lab_mod.load_state())
     state = lab_mod.up(log=lambda *_: None)
+    labinventory.write(state, Path(__file__).resolve().parent.parent / "inventory" / "lab.yml")
     yield state
     if not was_up and not os.environ.get("VPNLAB_KEEP"):
         lab_mod.down(log=lambda *_: None)

@@ -85,15 +85,21 @@ def test_laptop_address_changed(watched):
     """Roaming: the laptop moves to another address on its network; the session follows
     (the server moves it on the first authenticated datagram from the new address)."""
     lab = watched.lab
-    sh(lab, "laptop", "ip addr add 192.0.2.50/24 dev eth0 && ip addr del 192.0.2.10/24 dev eth0 && "
-                      "ip route replace default via 192.0.2.1 dev eth0")
+    move_laptop(lab, "192.0.2.10", "192.0.2.50")
     try:
         resumes(watched)
         endpoint = json_of(sh(lab, S, "vpn-runtime status --json").stdout)["clients"][0]["endpoint"]
         assert endpoint.startswith("192.0.2.50:"), endpoint
     finally:
-        sh(lab, "laptop", "ip addr add 192.0.2.10/24 dev eth0; ip addr del 192.0.2.50/24 dev eth0; "
-                          "ip route replace default via 192.0.2.1 dev eth0", check=False)
+        move_laptop(lab, "192.0.2.50", "192.0.2.10")
+
+
+def move_laptop(lab, old: str, new: str) -> None:
+    """Swap eth0's address; the new one is promoted, so the routes stay."""
+    sh(lab, "laptop", "sysctl -qw net.ipv4.conf.eth0.promote_secondaries=1 && "
+                      f"ip addr add {new}/24 dev eth0 && ip addr del {old}/24 dev eth0 && "
+                      "ip route replace default via 192.0.2.1 dev eth0 && "
+                      "sysctl -qw net.ipv4.conf.eth0.promote_secondaries=0")
 
 
 def json_of(text: str) -> dict:
