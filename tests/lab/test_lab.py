@@ -33,7 +33,11 @@ def _split(args: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def inventory(lab, tmp_path_factory):
+    """The lab's inventory, with vps1 and vps2 fresh (other modules deploy to them)."""
     from provision.lab import labinventory
+
+    for host in ("vps1", "vps2"):
+        lab.hosts.update(lab_mod.reset_host(host, log=lambda *_: None).hosts)
 
     path = tmp_path_factory.mktemp("inv") / "lab.yml"
     labinventory.write(lab, path)
