@@ -88,8 +88,13 @@ def lab_up() -> None:
 
 def lab_down() -> list[str]:
     """Remove the lab; processes still inside get TERM then KILL. Returns what was left."""
+    return remove_namespaces((NS_CLI, NS_SRV))
+
+
+def remove_namespaces(names: tuple[str, ...]) -> list[str]:
+    """Delete these namespaces; processes still inside get TERM then KILL. Returns them."""
     left: list[str] = []
-    for ns in (NS_CLI, NS_SRV):
+    for ns in names:
         if not ns_exists(ns):
             continue
         for pid in ns_pids(ns):

@@ -15,7 +15,7 @@ Rule 3: many sources because the server limits connections per source address (r
 
 from __future__ import annotations
 
-from provision.bench.netns import LabError, comm, in_ns, ns_exists, ns_pids, run, stop_pid, wait_for
+from provision.bench.netns import LabError, in_ns, ns_exists, remove_namespaces, run, wait_for
 
 NS_C, NS_S = "vpnlab-load-c", "vpnlab-load-s"
 VETH_C, VETH_S = "vpnlab-lc0", "vpnlab-ls0"
@@ -59,12 +59,4 @@ def _batch(ns: str, commands: str) -> None:
 
 def down() -> list[str]:
     """Remove the lab; processes still inside get TERM then KILL. Returns what was left."""
-    left = []
-    for ns in (NS_C, NS_S):
-        if not ns_exists(ns):
-            continue
-        for pid in ns_pids(ns):
-            left.append(f"pid {pid} ({comm(pid)}) in {ns}")
-            stop_pid(pid, grace=2.0)
-        run(["ip", "netns", "del", ns], check=False)
-    return left
+    return remove_namespaces((NS_C, NS_S))
