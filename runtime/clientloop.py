@@ -182,7 +182,11 @@ class Client:
         udp = socket.socket(family, socket.SOCK_DGRAM)
         mark_socket(udp, FWMARK)
         set_buffers(udp)
-        udp.connect((target.ip, target.endpoint.data_port))
+        try:
+            udp.connect((target.ip, target.endpoint.data_port))
+        except OSError as e:  # no route: this machine's own network is down
+            udp.close()
+            raise SessionEnded(f"cannot reach {target.ip}:{target.endpoint.data_port} ({e.strerror})") from None
         udp.setblocking(False)
         self.udp = udp
         self.receiver = Receiver(udp)
