@@ -22,6 +22,13 @@ CONTROL_PORT, DATA_PORT = 8443, 51820
 CONF = "/etc/vpn-runtime"
 
 
+def leak_filter(server_ip: str) -> str:
+    """tcpdump filter for what must NOT appear on a laptop's eth0: anything but the runtime's
+    own packets to its server's ports, ARP and IPv6 neighbour discovery."""
+    return (f"not arp and not (host {server_ip} and (tcp port {CONTROL_PORT} or udp port {DATA_PORT})) "
+            "and not (icmp6 and ip6[40] >= 133 and ip6[40] <= 136)")
+
+
 @dataclass
 class Vpn:
     """A CA plus what it issued in one test session."""
