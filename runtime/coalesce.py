@@ -23,6 +23,7 @@ from runtime.proto.wire import FL_CONTINUES, FL_CSUM_PARTIAL
 
 _H = struct.Struct("!H")
 _SEQ = struct.Struct("!I")
+_TCP = struct.Struct("!IIBB")  # seq, ack, data offset, flags
 FIN, SYN, RST, PSH, URG, CWR = 0x01, 0x02, 0x04, 0x08, 0x20, 0x80
 REFUSED = SYN | RST | URG | CWR
 ENDS = FIN | PSH
@@ -34,35 +35,38 @@ Write = list[bytes]  # the iovec of one TUN write
 class Run:
     """Consecutive segments of one TCP flow, to be written as one super-packet."""
 
-    __slots__ = ("first", "l4", "head", "size", "total", "next_seq", "parts", "open", "last_flags", "key")
+    __slots__ = ("first", "l4", "head", "size", "total", "next_seq", "parts", "open", "last_flags",
+                 "lead", "doff", "lo", "hi", "key")
 
     def __init__(self, packet: bytes, l4: int) -> None:
         self.first, self.l4 = packet, l4
-        self.head = l4 + (packet[l4 + 12] >> 4) * 4
+        self.lead, self.doff = packet[0], packet[l4 + 12]
+        self.head = l4 + (self.doff >> 4) * 4
         self.size = len(packet) - self.head
         self.total = len(packet)
         self.next_seq = (_SEQ.unpack_from(packet, l4 + 4)[0] + self.size) & 0xFFFFFFFF
         self.parts: list[bytes] = []
         self.last_flags = packet[l4 + 13]
         self.open = self.size > 0 and not self.last_flags & (ENDS | REFUSED)
-        self.key = _flow(packet, l4)
+        # the flow: addresses (and any IPv4 options) through the TCP ports, one slice
+        self.lo, self.hi = (12 if self.lead >> 4 == 4 else 8), l4 + 4
+        self.key = packet[self.lo:self.hi]
 
     def take(self, packet: bytes) -> bool:
         """Append `packet` if it continues the run (Rule 1)."""
-        l4, head, first = self.l4, self.head, self.first
+        head = self.head
         size = len(packet) - head
         if (not self.open or size <= 0 or size > self.size or self.total + size > MAX_TOTAL
-                or packet[0] != first[0] or packet[l4 + 12] != first[l4 + 12]
-                or packet[l4 + 13] & REFUSED
-                or _SEQ.unpack_from(packet, l4 + 4)[0] != self.next_seq):
+                or packet[0] != self.lead or packet[self.lo:self.hi] != self.key):
             return False
-        if _flow(packet, l4) != self.key:
+        seq, _ack, doff, flags = _TCP.unpack_from(packet, self.l4 + 4)
+        if doff != self.doff or flags & REFUSED or seq != self.next_seq:
             return False
         self.parts.append(packet[head:])
         self.total += size
-        self.next_seq = (self.next_seq + size) & 0xFFFFFFFF
-        self.last_flags = packet[l4 + 13]
-        self.open = size == self.size and not self.last_flags & ENDS
+        self.next_seq = (seq + size) & 0xFFFFFFFF
+        self.last_flags = flags
+        self.open = size == self.size and not flags & ENDS
         return True
 
     def write(self) -> Write:
@@ -80,13 +84,6 @@ class Run:
         tcp = (first[l4:l4 + 13] + bytes((flags,)) + first[l4 + 14:l4 + 16]
                + _H.pack(fold(address_sum(first) + TCP + total - l4)) + first[l4 + 18:self.head])
         return [vnet.tcp_gso(version, self.head, self.size, l4), ip, tcp, first[self.head:], *self.parts]
-
-
-def _flow(packet: bytes, l4: int) -> bytes:
-    """Addresses and ports of a TCP packet."""
-    if packet[0] >> 4 == 4:
-        return packet[12:20] + packet[l4:l4 + 4]
-    return packet[8:40] + packet[l4:l4 + 4]
 
 
 def plan(items: list[tuple[bytes, int]]) -> list[Write]:

@@ -54,15 +54,16 @@ def runs(items: list[Datagram]) -> list[tuple[object, list[bytes]]]:
 
 
 def split(buf: bytes | bytearray | memoryview, n: int, ancdata: list) -> list[bytes]:
-    """The datagrams in the first `n` bytes of a UDP_GRO receive (Rule 3)."""
+    """The datagrams in the first `n` bytes of a UDP_GRO receive (Rule 3).  Cheapest when
+    `buf` is the bytes that recvmsg returned: each datagram is then one bytes slice."""
     size = n
     for level, kind, data in ancdata:
         if level == SOL_UDP and kind == UDP_GRO and len(data) >= _GRO.size:
             size = _GRO.unpack_from(data)[0] or n
+    whole = buf[:n] if type(buf) is bytes else bytes(buf[:n])
     if size >= n:
-        return [bytes(buf[:n])]
-    view = memoryview(buf)
-    return [bytes(view[i:min(i + size, n)]) for i in range(0, n, size)]
+        return [whole]
+    return [whole[i:i + size] for i in range(0, n, size)]
 
 
 def enable_gro(sock: socket.socket) -> bool:

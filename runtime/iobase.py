@@ -50,18 +50,17 @@ class Receiver:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.gro = gso.enable_gro(sock)
-        self.buf = bytearray(65535)
 
     def receive(self) -> list[tuple[object, list[bytes]]]:
         """(sender address, datagrams) per read: up to BATCH reads or MAX_DATAGRAMS datagrams.
         Errors end the drain (an ICMP error on a connected socket: the dead-peer timer decides)."""
         out: list[tuple[object, list[bytes]]] = []
-        sock, buf, count = self.sock, self.buf, 0
+        sock, count = self.sock, 0
         for _ in range(BATCH):
             try:
-                if self.gro:
-                    n, anc, _flags, addr = sock.recvmsg_into([buf], gso.ANC_SPACE)
-                    datagrams = gso.split(buf, n, anc)
+                if self.gro:  # recvmsg, not recvmsg_into: slicing its bytes is the cheaper split
+                    data, anc, _flags, addr = sock.recvmsg(65535, gso.ANC_SPACE)
+                    datagrams = gso.split(data, len(data), anc)
                 else:
                     data, addr = sock.recvfrom(65535)
                     datagrams = [data]

@@ -92,39 +92,87 @@ class DataChannel:
 
     def seal(self, kind: int, payload: bytes, flags: int = 0) -> bytes | None:
         """The datagram carrying `payload`, or None when the key is used up (never wraps)."""
+        sealed = self.seal_batch([(payload, flags)], kind)
+        return sealed[0] if sealed else None
+
+    def seal_batch(self, packets: list[tuple[bytes, int]], kind: int = DG_DATA) -> list[bytes]:
+        """The datagrams for (payload, FL_INNER flags) pairs, in order, under the current
+        epoch; it stops where the key is used up (Rule 2: counted, `exhausted` set)."""
         epoch = self.current
-        if epoch is None or epoch.counter >= self._reject:
+        room = self._reject - epoch.counter if epoch is not None else 0
+        if room < len(packets):  # what a one-by-one seal would do: the first refused is counted
             self.exhausted = True
             self.drops["exhausted"] += 1
-            return None
+            if epoch is None or room <= 0:
+                return []
+            packets = packets[:room]
         counter = epoch.counter
-        epoch.counter = counter + 1
-        header = HEADER.pack(kind, epoch.tag, flags | self.own_flags, 0, self.session_id, counter)
-        return header + epoch.seal.encrypt(NONCE_PREFIX + header[8:], payload, header)
+        pack, encrypt, tag, own, sid = HEADER.pack, epoch.seal.encrypt, epoch.tag, self.own_flags, self.session_id
+        out: list[bytes] = []
+        for payload, flags in packets:
+            header = pack(kind, tag, flags | own, 0, sid, counter)
+            out.append(header + encrypt(NONCE_PREFIX + header[8:], payload, header))
+            counter += 1
+        epoch.counter = counter
+        return out
 
     def open(self, data: bytes, now: float) -> tuple[int, bytes] | None:
         """(type, payload) of an authentic, fresh datagram; None (counted) otherwise."""
-        if len(data) < MIN_DATAGRAM:
-            return self._drop("short")
-        kind, tag, flags, _reserved, session_id, counter = HEADER.unpack_from(data)
-        if session_id != self.session_id:
-            return self._drop("unknown-session")
-        epoch = self._by_tag.get(tag)
-        if epoch is None or kind not in (DG_DATA, DG_KEEPALIVE):
-            return self._drop("unknown-epoch" if epoch is None else "bad-type")
-        if not epoch.window.check(counter):
-            return self._drop("replay")
-        try:
-            payload = epoch.open.decrypt(NONCE_PREFIX + data[8:16], data[16:], data[:16])
-        except InvalidTag:
-            return self._drop("auth")
-        epoch.window.update(counter)
-        self.last_flags = flags & FL_INNER
-        if flags & FL_TAKES_PARTIAL:
-            self.peer_takes_partial = True
-        if epoch is self.pending:
-            self.activate(now)
-        return kind, payload
+        kinds: list[int] = []
+        opened, _end = self.open_batch([data], 0, now, kinds)
+        if not kinds:
+            if len(data) < MIN_DATAGRAM or HEADER.unpack_from(data)[4] != self.session_id:
+                self._drop("short" if len(data) < MIN_DATAGRAM else "unknown-session")
+            return None
+        if not opened:
+            return DG_KEEPALIVE, b""
+        self.last_flags = opened[0][1]
+        return DG_DATA, opened[0][0]
+
+    def open_batch(self, datagrams: list[bytes], start: int, now: float,
+                   kinds: list[int] | None = None) -> tuple[list[tuple[bytes, int]], int]:
+        """(the DATA payloads with their FL_INNER bits, where it stopped) for datagrams from
+        `start` on, in order, up to the first that is short or of another session (left
+        for the caller to count).  Rule 1's checks, in one loop; `kinds` (if given) gets
+        the type of each authentic datagram, keepalives included."""
+        out: list[tuple[bytes, int]] = []
+        drops, by_tag, sid, unpack = self.drops, self._by_tag, self.session_id, HEADER.unpack_from
+        end = len(datagrams)
+        i = start
+        while i < end:
+            data = datagrams[i]
+            if len(data) < MIN_DATAGRAM:
+                break
+            kind, tag, flags, _reserved, session_id, counter = unpack(data)
+            if session_id != sid:
+                break
+            i += 1
+            epoch = by_tag.get(tag)
+            if epoch is None:
+                drops["unknown-epoch"] += 1
+                continue
+            if kind != DG_DATA and kind != DG_KEEPALIVE:
+                drops["bad-type"] += 1
+                continue
+            window = epoch.window
+            if not window.check(counter):
+                drops["replay"] += 1
+                continue
+            try:
+                payload = epoch.open.decrypt(NONCE_PREFIX + data[8:16], data[16:], data[:16])
+            except InvalidTag:
+                drops["auth"] += 1
+                continue
+            window.update(counter)
+            if flags & FL_TAKES_PARTIAL:
+                self.peer_takes_partial = True
+            if epoch is self.pending:
+                self.activate(now)
+            if kinds is not None:
+                kinds.append(kind)
+            if kind == DG_DATA:
+                out.append((payload, flags & FL_INNER))
+        return out, i
 
     def _drop(self, reason: str) -> None:
         self.drops[reason] += 1

@@ -30,7 +30,7 @@ from runtime.proto.faults import ProtocolViolation
 from runtime.proto.keys import derive
 from runtime.proto.timers import Liveness, earliest
 from runtime.proto.stats import SessionStats, Traffic
-from runtime.proto.wire import DG_DATA, DG_KEEPALIVE, F_BYE, F_DATA, F_KEEPALIVE, FL_CSUM_PARTIAL, MAX_BODY
+from runtime.proto.wire import DG_KEEPALIVE, F_BYE, F_DATA, F_KEEPALIVE, FL_CSUM_PARTIAL, MAX_BODY, MIN_DATAGRAM
 
 HANDSHAKING = "handshaking"  # TLS running
 WAITING = "waiting"  # TLS up and peer accepted; hello/welcome not yet done
@@ -153,58 +153,59 @@ class Peer:
     def seal_many(self, packets: list[tuple[bytes, int]], now: float) -> list[bytes]:
         """The datagrams for (packet, FL_INNER flags) pairs, in order (UDP transport); it
         stops at the first the key cannot seal.  The hard limit holds per datagram (in
-        DataChannel.seal); the soft limit and the counters are looked at once per call."""
+        DataChannel.seal_batch); the soft limit and the counters are looked at once per call."""
         data = self.data
-        seal, partial_ok = data.seal, data.peer_takes_partial  # type: ignore[union-attr]
-        out: list[bytes] = []
-        size, exhausted = 0, False
-        for packet, flags in packets:
-            if flags & FL_CSUM_PARTIAL and not partial_ok:
-                completed = self.completed(packet)
-                if completed is None:
-                    continue
-                packet, flags = completed, 0
-            datagram = seal(DG_DATA, packet, flags)
-            if datagram is None:
-                exhausted = True
-                break
-            out.append(datagram)
-            size += len(packet)
-        if exhausted or data.current.counter >= self.rekey_after:  # type: ignore[union-attr]
+        if not data.peer_takes_partial:  # type: ignore[union-attr]
+            packets = self.complete_partials(packets)
+        out = data.seal_batch(packets)  # type: ignore[union-attr]
+        if len(out) < len(packets) or data.current.counter >= self.rekey_after:  # type: ignore[union-attr]
             self.on_volume_limit(now)
             self.flush()
         if out:
             self.live.last_sent = now
-            self.traffic.sent(size, len(out))
+            self.traffic.sent(sum(len(p) for p, _ in packets[:len(out)]), len(out))
+        return out
+
+    def complete_partials(self, packets: list[tuple[bytes, int]]) -> list[tuple[bytes, int]]:
+        """`packets` with every partial checksum completed (Rule 5); those that cannot be are
+        dropped (counted)."""
+        out: list[tuple[bytes, int]] = []
+        for packet, flags in packets:
+            if flags & FL_CSUM_PARTIAL:
+                done = self.completed(packet)
+                if done is None:
+                    continue
+                packet, flags = done, 0
+            out.append((packet, flags))
         return out
 
     def open_many(self, datagrams: list[bytes], now: float) -> tuple[list[tuple[bytes, int]], bool]:
         """(the DATA packets with their FL_INNER flags, whether any datagram authenticated)
         for datagrams of this session, in order; the others are counted in drops."""
-        data = self.data
-        open_, completes = data.open, not self.takes_partial  # type: ignore[union-attr]
         out: list[tuple[bytes, int]] = []
-        size, authentic = 0, False
-        for datagram in datagrams:
-            opened = open_(datagram, now)
-            if opened is None:
-                continue
-            authentic = True
-            if opened[0] != DG_DATA:
-                continue
-            packet: bytes | None = opened[1]
-            flags = data.last_flags  # type: ignore[union-attr]
-            if flags & FL_CSUM_PARTIAL and completes:
-                packet, flags = self.completed(opened[1]), 0
-                if packet is None:
-                    continue
-            out.append((packet, flags))
-            size += len(packet)
-        if authentic:
+        authentic, i, end = False, 0, len(datagrams)
+        while i < end:
+            opened, i, live = self.open_run(datagrams, i, now)
+            out += opened
+            authentic = authentic or live
+            if i < end:
+                self.drops["short" if len(datagrams[i]) < MIN_DATAGRAM else "unknown-session"] += 1
+                i += 1
+        return out, authentic
+
+    def open_run(self, datagrams: list[bytes], start: int, now: float) -> tuple[list[tuple[bytes, int]], int, bool]:
+        """(DATA packets with their FL_INNER flags, where it stopped, whether any datagram
+        authenticated) for the datagrams of this session from `start` on: it stops at one
+        that is short or of another session (the caller counts it)."""
+        kinds: list[int] = []
+        out, stop = self.data.open_batch(datagrams, start, now, kinds)  # type: ignore[union-attr]
+        if kinds:
             self.live.last_received = now
         if out:
-            self.traffic.received(size, len(out))
-        return out, authentic
+            if not self.takes_partial:
+                out = self.complete_partials(out)
+            self.traffic.received(sum(len(p) for p, _ in out), len(out))
+        return out, stop, bool(kinds)
 
     def completed(self, packet: bytes) -> bytes | None:
         """`packet` with its partial checksum completed; None (counted) if it has no TCP/UDP

@@ -22,7 +22,7 @@ from cryptography import x509
 
 from runtime.proto.config import AddressPolicy, ServerConfig, TunnelAssignment
 from runtime.proto.events import Address, Output, SendDatagram
-from runtime.proto.packets import addresses, destination
+from runtime.proto.packets import destination
 from runtime.proto.peer import ESTABLISHED
 from runtime.proto.session import ServerSession
 from runtime.proto.stats import SessionStats
@@ -75,16 +75,17 @@ class ServerCore:
         """open_datagram for the datagrams of one read from `addr` (a UDP_GRO batch), in
         order, as (packet, FL_INNER flags) pairs; each run of one session is opened at once."""
         out: list[tuple[bytes, int]] = []
-        for session_id, run in _runs_by_session(datagrams):
-            session = self._by_id.get(session_id)
+        by_id, i, end = self._by_id, 0, len(datagrams)
+        while i < end:
+            data = datagrams[i]
+            session = by_id.get(session_of(data))
             if session is None:
-                for data in run:
-                    self.drops["short" if len(data) < MIN_DATAGRAM else "unknown-session"] += 1
+                self.drops["short" if len(data) < MIN_DATAGRAM else "unknown-session"] += 1
+                i += 1
                 continue
-            for packet, flags in session.open_from(run, addr, now):
-                inner = self.deliver(session, packet, now, flags)
-                if inner is not None:
-                    out.append((inner, flags))
+            opened, i = session.open_from(datagrams, i, addr, now)
+            if opened:
+                out += self.deliver_many(session, opened, now)
         return out
 
     def seal_packet(self, packet: bytes, now: float, flags: int = 0) -> tuple[bytes, Address] | None:
@@ -117,19 +118,48 @@ class ServerCore:
 
     def deliver(self, session: ServerSession, packet: bytes, now: float, flags: int) -> bytes | None:
         """Where a client's inner packet goes: returned for the TUN, forwarded, or dropped."""
-        pair = addresses(packet)
-        if pair is None or pair[0] not in session.addresses:
-            self.drops["spoofed"] += 1
-            return None
-        target = self._by_addr.get(pair[1])
-        if target is None:
-            return packet
-        if not self.config.client_to_client:
-            self.drops["client-to-client"] += 1
-            return None
-        for forwarded in self._send_to(target, [(packet, flags & FL_CSUM_PARTIAL)], now):
-            self.out.append(SendDatagram(*forwarded))
-        return None
+        kept = self.deliver_many(session, [(packet, flags)], now)
+        return kept[0][0] if kept else None
+
+    def deliver_many(self, session: ServerSession, packets: list[tuple[bytes, int]],
+                     now: float) -> list[tuple[bytes, int]]:
+        """The (packet, flags) pairs of one client that go to the TUN (Rule 3); the others
+        are forwarded to another client or dropped.  Consecutive packets of one address
+        pair (a TCP run) are judged once."""
+        out: list[tuple[bytes, int]] = []
+        own, by_addr = session.addresses, self._by_addr
+        last, verdict = b"", False
+        for item in packets:
+            packet = item[0]
+            version = packet[0] >> 4 if packet else 0
+            if version == 4 and len(packet) >= 20:
+                pair, cut = packet[12:20], 4
+            elif version == 6 and len(packet) >= 40:
+                pair, cut = packet[8:40], 16
+            else:
+                self.drops["spoofed"] += 1
+                continue
+            if pair != last:
+                last, verdict = pair, False
+                if pair[:cut] not in own:
+                    self.drops["spoofed"] += 1
+                    continue
+                target = by_addr.get(pair[cut:])
+                if target is None:
+                    verdict = True
+                else:
+                    last = b""  # forwarded or refused: judged per packet
+                    if not self.config.client_to_client:
+                        self.drops["client-to-client"] += 1
+                        continue
+                    for forwarded in self._send_to(target, [(packet, item[1] & FL_CSUM_PARTIAL)], now):
+                        self.out.append(SendDatagram(*forwarded))
+                    continue
+            elif not verdict:
+                self.drops["spoofed"] += 1
+                continue
+            out.append(item)
+        return out
 
     # -- timers and outputs ---------------------------------------------------------------
     def handle_timer(self, now: float) -> None:
@@ -192,16 +222,3 @@ class ServerCore:
         if session.assignment is not None:
             self.policy.release(session.name)
 
-
-def _runs_by_session(datagrams: list[bytes]) -> list[tuple[int, list[bytes]]]:
-    """Consecutive datagrams grouped by the session id in their header."""
-    runs: list[tuple[int, list[bytes]]] = []
-    last = -1
-    for data in datagrams:
-        session_id = session_of(data)
-        if session_id == last:
-            runs[-1][1].append(data)
-        else:
-            runs.append((session_id, [data]))
-            last = session_id
-    return runs

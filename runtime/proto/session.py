@@ -123,15 +123,17 @@ class ServerSession(Peer):
             self.channel.send(messages.RekeyRequest("volume"))
 
     # -- data path ------------------------------------------------------------------------
-    def open_from(self, datagrams: list[bytes], addr: Address, now: float) -> list[tuple[bytes, int]]:
-        """The inner packets (with FL_INNER flags) of this session's datagrams from `addr`,
-        following the client to `addr` if one of them is authentic."""
-        opened, authentic = self.open_many(datagrams, now)
+    def open_from(self, datagrams: list[bytes], start: int, addr: Address,
+                  now: float) -> tuple[list[tuple[bytes, int]], int]:
+        """(inner packets with FL_INNER flags, where it stopped) for this session's datagrams
+        from `start` on (Peer.open_run), following the client to `addr` if one of them is
+        authentic."""
+        opened, stop, authentic = self.open_run(datagrams, start, now)
         if authentic and addr != self.endpoint:
             self.endpoint = addr
             self.out.append(PeerRoamed(self.session_id, addr))
             self.keepalive(now)  # the client learns at once that this path works
-        return opened
+        return opened, stop
 
     def on_stream_packet(self, packet: bytes, now: float) -> None:
         inner = self.host.deliver(self, packet, now, 0)
