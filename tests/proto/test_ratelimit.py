@@ -153,3 +153,18 @@ def test_one_ipv6_host_cannot_dodge_the_rate_by_changing_address():
 def test_limits_that_make_no_sense_are_refused(bad):
     with pytest.raises(ValueError):
         Limits(**bad)
+
+
+def test_the_default_caps_take_half_a_reconnect_storm_at_once_and_refuse_only_for_the_total():
+    lim = ConnectLimiter()  # the server's limits
+    sources = [f"10.200.{i >> 8}.{i & 255}" for i in range(200)]
+    refusals = [lim.admit(sources[i % 200], 0.0) for i in range(1000)]  # 1000 clients, none settled yet
+    assert refusals.count(None) == Limits().pending_total == 512
+    assert {r.reason for r in refusals if r is not None} == {PENDING_TOTAL}
+
+
+def test_the_default_caps_still_refuse_one_sources_connect_and_sit_flood():
+    lim = ConnectLimiter()
+    refusals = [lim.admit(A, i * 0.001) for i in range(3000)]  # 1000/s for 3 s, never settled
+    assert refusals.count(None) == Limits().pending_per_source
+    assert {r.reason for r in refusals if r is not None} == {RATE, PENDING_SOURCE}
