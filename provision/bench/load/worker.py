@@ -5,7 +5,9 @@ TCP+TLS and UDP sockets, each with its own certificate; it runs inside the load 
 
 Rule 1: each session behaves like the real client (runtime/clientloop.py): up = handshake
         done and a first authenticated datagram; on any end it reconnects at once, then
-        after 0.5 s doubling to 30 s, without jitter; a handshake times out after 10 s.
+        waits 0.5 s, and after each further failure min(2 x wait, 30 s) x uniform(0.8, 1.0)
+        (`next_backoff`, the client's jitter against a thundering herd); a handshake times
+        out after 10 s.
 Rule 2: the first connects of the ramp are gated by `concurrency` (handshakes in flight);
         reconnects are not gated (every client acts alone, as real ones do).
 Rule 3: after each session comes up it sends one ICMP echo from its tunnel address to the
@@ -21,6 +23,7 @@ import asyncio
 import heapq
 import itertools
 import json
+import random
 import resource
 import socket
 import sys
@@ -113,6 +116,7 @@ class Session:
         self.ended: asyncio.Future[str] | None = None
         self.established: asyncio.Future[None] | None = None
         self.seq = 0
+        self.rng = random.Random(index)  # seeded: a rerun draws the same waits
 
     # -- lifecycle (the client's backoff) -------------------------------------------------
     async def keep(self, gate: asyncio.Semaphore) -> None:
@@ -122,7 +126,7 @@ class Session:
                 ever_up, backoff = True, BACKOFF_FIRST  # it was up: reconnect at once
                 continue
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX)
+            backoff = next_backoff(backoff, self.rng)
 
     async def session(self, gate: asyncio.Semaphore | None, record: bool) -> str | None:
         """One attempt; None after a session that was up and then ended, else the failure."""
@@ -296,6 +300,11 @@ class Session:
     def stale(self, now: float, after: float) -> bool:
         core = self.core
         return bool(self.up and core is not None and now - core.live.last_received > after)
+
+
+def next_backoff(backoff: float, rng: random.Random) -> float:
+    """The wait after the next failure: runtime/clientloop.py `reconnect`, to the letter."""
+    return min(backoff * 2, BACKOFF_MAX) * rng.uniform(0.8, 1.0)
 
 
 class _Ended(Exception):
