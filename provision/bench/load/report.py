@@ -58,7 +58,8 @@ def rows(r: Json) -> list[tuple[str, str, str]]:
         ("sessions lost in hold (ended + not up)", cell(live.get("lost")), "0: " + (
             "-" if live.get("lost") is None else ("met" if live["lost"] == 0 else "MISSED"))),
         ("fewest up / silent at end", f"{cell(live.get('min_up'))} / {cell(live.get('stale_at_end'))}", ""),
-        ("RSS growth after warm-up", cell(mem.get("kib_per_min"), " KiB/min"),
+        (f"RSS growth after warm-up ({cell(mem.get('warmup_s'), ' s')}: first rekey wave)",
+         cell(mem.get("kib_per_min"), " KiB/min"),
          "flat: " + cell(mem.get("flat"))),
         ("restart: server down (TERM to listening)", cell(restart.get("server_down_s"), " s"), ""),
         ("restart: all clients back", cell(back, " s"), f"< {TARGET_BACK_S:.0f} s: {verdict(back, TARGET_BACK_S)}"),

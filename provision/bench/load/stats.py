@@ -42,15 +42,22 @@ def core_pct(cpu_ticks: int, clk_tck: int, seconds: float) -> float | None:
     return round(100.0 * cpu_ticks / clk_tck / seconds, 2)
 
 
+def warmup_s(rekey_s: float, grace_s: float, margin_s: float) -> float:
+    """How long memory is not yet judged: every session that came up in the ramp makes its
+    first rekey within `rekey_s` and holds two epochs for `grace_s` more; the allocator keeps
+    that peak.  Growth is judged from the first sample after that wave (plus a margin)."""
+    return rekey_s + grace_s + margin_s
+
+
 def flatness(samples: Sequence[tuple[float, int]], warmup_s: float) -> Json:
     """Memory after warm-up: first, last, min, max (KiB) and the growth rate (KiB/min) of a
     least-squares line through the samples; `flat` when it grows under 1 % of the first per
     10 minutes.  Fewer than two samples after warm-up: nothing is concluded."""
     if not samples:
-        return {"samples": 0, "flat": None}
+        return {"samples": 0, "warmup_s": warmup_s, "flat": None}
     start = samples[0][0] + warmup_s
     kept = [(t, kb) for t, kb in samples if t >= start]
-    found: Json = {"samples": len(kept)}
+    found: Json = {"samples": len(kept), "warmup_s": warmup_s}
     if len(kept) < 2:
         return {**found, "flat": None}
     slope = _slope(kept) * 60.0
