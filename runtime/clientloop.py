@@ -80,6 +80,7 @@ class Client:
         return 0
 
     async def start(self) -> None:
+        rtnl.prewarm()  # the tunnel's netlink setup follows the welcome: import it while we prepare
         outside_loop(undo.restore, self.state_path, self.echo)  # leftovers of a crash or an earlier up
         self.journal = undo.Journal.load(self.state_path, self.echo)
         try:
@@ -87,6 +88,7 @@ class Client:
             if self.settings.kill_switch:
                 engage_kill_switch(self.journal, kill_switch(self.settings, self.targets, None))
             self.tun = open_data_tun(IFNAME)
+            rtnl.load()  # before the first packet out: the handshake is then network and setup only
             await self.first_session()
         except BaseException:
             self.close_session()
@@ -169,7 +171,6 @@ class Client:
         self.outputs = Outputs(self.udp, self.tun, self.conns, log)
         self.core.connect(time.monotonic())
         self.pump()
-        rtnl.prewarm()  # netlink setup follows the handshake: import it while we wait for the server
         self.reader_task = asyncio.ensure_future(self.read_stream(reader))
         self.timer_task = asyncio.ensure_future(self.timer())
         try:

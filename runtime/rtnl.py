@@ -7,8 +7,9 @@ Rule 2: pyroute2's package `__init__` imports every family it knows (NDB, IPDB, 
         running that `__init__` and import only `iproute.linux` and the netlink exceptions.
         The first access to any other top-level name (not a submodule) (`from pyroute2 import NDB`, by anyone
         in the process) runs the real `__init__` then, so nothing else sees a difference.
-Rule 3: `prewarm()` runs that import in a daemon thread, for a caller about to wait on the
-        network (the client during its TLS handshake); a use meanwhile waits for it.
+Rule 3: `prewarm()` runs that import in a daemon thread, for a caller with other work to do
+        meanwhile (the client while it restores, resolves and opens its TUN); a use meanwhile
+        waits for it, and `load()` waits for it explicitly.
 """
 
 from __future__ import annotations
@@ -66,3 +67,10 @@ def prewarm() -> None:
                                   daemon=True)
         _prewarmed.append(thread)
         thread.start()
+
+
+def load() -> None:
+    """Have the import done now: the client calls this before its first packet to a server,
+    so that the netlink setup after the welcome does not pay for it (Rule 3)."""
+    prewarm()
+    _prewarmed[0].join()
