@@ -29,6 +29,7 @@ from runtime.proto.events import (
 
 BATCH = 64  # reads drained per wakeup, from the TUN and from the UDP socket
 MAX_DATAGRAMS = 256  # datagrams received per wakeup (GRO gives up to 64 per read)
+MAX_DRAIN_BYTES = 512 << 10  # bytes received per wakeup (a GRO read holds up to 64 KiB)
 SOCKET_BUFFER = 4 << 20
 
 
@@ -50,27 +51,32 @@ class Receiver:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.gro = gso.enable_gro(sock)
+        self.view = memoryview(bytearray(65535))  # one receive buffer, reused: each datagram is
+        # then one bytes object of its own size, never a 64 KiB one cut down
 
     def receive(self) -> list[tuple[object, list[bytes]]]:
-        """(sender address, datagrams) per read: up to BATCH reads or MAX_DATAGRAMS datagrams.
-        Errors end the drain (an ICMP error on a connected socket: the dead-peer timer decides)."""
+        """(sender address, datagrams) per read: up to BATCH reads, MAX_DATAGRAMS datagrams or
+        MAX_DRAIN_BYTES bytes (what one drain may hold: a flood of large junk datagrams then
+        costs at most that much memory at once).  Errors end the drain (an ICMP error on a
+        connected socket: the dead-peer timer decides)."""
         out: list[tuple[object, list[bytes]]] = []
-        sock, count = self.sock, 0
+        sock, view, count, size = self.sock, self.view, 0, 0
         for _ in range(BATCH):
             try:
-                if self.gro:  # recvmsg, not recvmsg_into: slicing its bytes is the cheaper split
-                    data, anc, _flags, addr = sock.recvmsg(65535, gso.ANC_SPACE)
-                    datagrams = gso.split(data, len(data), anc)
+                if self.gro:
+                    n, anc, _flags, addr = sock.recvmsg_into([view], gso.ANC_SPACE)
+                    datagrams = gso.split(view, n, anc)
                 else:
-                    data, addr = sock.recvfrom(65535)
-                    datagrams = [data]
+                    n, addr = sock.recvfrom_into(view)
+                    datagrams = [bytes(view[:n])]
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 break
             out.append((addr, datagrams))
             count += len(datagrams)
-            if count >= MAX_DATAGRAMS:
+            size += n
+            if count >= MAX_DATAGRAMS or size >= MAX_DRAIN_BYTES:
                 break
         return out
 
