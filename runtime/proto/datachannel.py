@@ -27,7 +27,8 @@ from cryptography.exceptions import InvalidTag
 from runtime.proto.config import Limits
 from runtime.proto.keys import Aead, make_aead
 from runtime.proto.replay import RECEIVE_LIMIT, ReplayWindow
-from runtime.proto.wire import DG_DATA, DG_KEEPALIVE, FL_INNER, FL_TAKES_PARTIAL, HEADER, MIN_DATAGRAM, NONCE_PREFIX
+from runtime.proto.wire import (DG_DATA, DG_KEEPALIVE, FL_INNER, FL_TAKES_PARTIAL, HEADER, MIN_DATAGRAM,
+                                 NONCE_PREFIX, stray_reason)
 
 
 class Epoch:
@@ -118,24 +119,24 @@ class DataChannel:
 
     def open(self, data: bytes, now: float) -> tuple[int, bytes] | None:
         """(type, payload) of an authentic, fresh datagram; None (counted) otherwise."""
-        kinds: list[int] = []
-        opened, _end = self.open_batch([data], 0, now, kinds)
-        if not kinds:
-            if len(data) < MIN_DATAGRAM or HEADER.unpack_from(data)[4] != self.session_id:
-                self._drop("short" if len(data) < MIN_DATAGRAM else "unknown-session")
+        opened, taken, authentic = self.open_batch([data], 0, now)
+        if not taken:
+            self._drop(stray_reason(data))
+        if not authentic:
             return None
         if not opened:
             return DG_KEEPALIVE, b""
         self.last_flags = opened[0][1]
         return DG_DATA, opened[0][0]
 
-    def open_batch(self, datagrams: list[bytes], start: int, now: float,
-                   kinds: list[int] | None = None) -> tuple[list[tuple[bytes, int]], int]:
-        """(the DATA payloads with their FL_INNER bits, where it stopped) for datagrams from
-        `start` on, in order, up to the first that is short or of another session (left
-        for the caller to count).  Rule 1's checks, in one loop; `kinds` (if given) gets
-        the type of each authentic datagram, keepalives included."""
+    def open_batch(self, datagrams: list[bytes], start: int,
+                   now: float) -> tuple[list[tuple[bytes, int]], int, int]:
+        """(the DATA payloads with their FL_INNER bits, where it stopped, how many datagrams
+        authenticated, keepalives included) for datagrams from `start` on, in order, up to
+        the first that is short or of another session (left for the caller to count, see
+        wire.stray_reason).  Rule 1's checks, in one loop."""
         out: list[tuple[bytes, int]] = []
+        authentic = 0
         drops, by_tag, sid, unpack = self.drops, self._by_tag, self.session_id, HEADER.unpack_from
         end = len(datagrams)
         i = start
@@ -168,11 +169,10 @@ class DataChannel:
                 self.peer_takes_partial = True
             if epoch is self.pending:
                 self.activate(now)
-            if kinds is not None:
-                kinds.append(kind)
+            authentic += 1
             if kind == DG_DATA:
                 out.append((payload, flags & FL_INNER))
-        return out, i
+        return out, i, authentic
 
     def _drop(self, reason: str) -> None:
         self.drops[reason] += 1

@@ -30,7 +30,7 @@ from runtime.proto.faults import ProtocolViolation
 from runtime.proto.keys import derive
 from runtime.proto.timers import Liveness, earliest
 from runtime.proto.stats import SessionStats, Traffic
-from runtime.proto.wire import DG_KEEPALIVE, F_BYE, F_DATA, F_KEEPALIVE, FL_CSUM_PARTIAL, MAX_BODY, MIN_DATAGRAM
+from runtime.proto.wire import DG_KEEPALIVE, F_BYE, F_DATA, F_KEEPALIVE, FL_CSUM_PARTIAL, MAX_BODY, stray_reason
 
 HANDSHAKING = "handshaking"  # TLS running
 WAITING = "waiting"  # TLS up and peer accepted; hello/welcome not yet done
@@ -189,7 +189,7 @@ class Peer:
             out += opened
             authentic = authentic or live
             if i < end:
-                self.drops["short" if len(datagrams[i]) < MIN_DATAGRAM else "unknown-session"] += 1
+                self.drops[stray_reason(datagrams[i])] += 1
                 i += 1
         return out, authentic
 
@@ -197,15 +197,14 @@ class Peer:
         """(DATA packets with their FL_INNER flags, where it stopped, whether any datagram
         authenticated) for the datagrams of this session from `start` on: it stops at one
         that is short or of another session (the caller counts it)."""
-        kinds: list[int] = []
-        out, stop = self.data.open_batch(datagrams, start, now, kinds)  # type: ignore[union-attr]
-        if kinds:
+        out, stop, authentic = self.data.open_batch(datagrams, start, now)  # type: ignore[union-attr]
+        if authentic:
             self.live.last_received = now
         if out:
             if not self.takes_partial:
                 out = self.complete_partials(out)
             self.traffic.received(sum(len(p) for p, _ in out), len(out))
-        return out, stop, bool(kinds)
+        return out, stop, authentic > 0
 
     def completed(self, packet: bytes) -> bytes | None:
         """`packet` with its partial checksum completed; None (counted) if it has no TCP/UDP

@@ -27,7 +27,7 @@ from runtime.proto.peer import ESTABLISHED
 from runtime.proto.session import ServerSession
 from runtime.proto.stats import SessionStats
 from runtime.proto.timers import earliest
-from runtime.proto.wire import FL_CSUM_PARTIAL, MIN_DATAGRAM, session_of
+from runtime.proto.wire import FL_CSUM_PARTIAL, session_of, stray_reason
 
 
 class ServerCore:
@@ -80,7 +80,7 @@ class ServerCore:
             data = datagrams[i]
             session = by_id.get(session_of(data))
             if session is None:
-                self.drops["short" if len(data) < MIN_DATAGRAM else "unknown-session"] += 1
+                self.drops[stray_reason(data)] += 1
                 i += 1
                 continue
             opened, i = session.open_from(datagrams, i, addr, now)

@@ -54,6 +54,12 @@ def session_of(data: bytes) -> int:
     return _SESSION.unpack_from(data, 4)[0]
 
 
+def stray_reason(data: bytes) -> str:
+    """Why a datagram no session takes is dropped: too short to name one, or a session id
+    nobody holds."""
+    return "short" if len(data) < MIN_DATAGRAM else "unknown-session"
+
+
 def parse_header(data: bytes) -> tuple[int, int, int, int, int, int] | None:
     """(type, epoch, flags, reserved, session, counter), or None for a short datagram."""
     if len(data) < MIN_DATAGRAM:
