@@ -50,10 +50,16 @@ class WheelhouseError(ProvisionError):
     default_hint = "the operator's machine needs PyPI access once to fetch the runtime's dependencies"
 
 
+def shipped_apart(f: Path) -> bool:
+    """Files of runtime/ the wheel leaves out: bytecode, and the native data path (built for
+    the operator's Python; hosts run the pure-Python one, runtime/fast.py)."""
+    return "__pycache__" in f.parts or "native" in f.relative_to(RUNTIME).parts or f.suffix == ".so"
+
+
 def source_hash() -> str:
     h = hashlib.sha256("|".join(DEPENDENCIES).encode())
     for f in sorted(RUNTIME.rglob("*")):
-        if f.is_file() and "__pycache__" not in f.parts:
+        if f.is_file() and not shipped_apart(f):
             h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]
 
@@ -98,7 +104,7 @@ def _mkdir(p: Path) -> Path:
 
 def _build_runtime_wheel(out: Path) -> None:
     with tempfile.TemporaryDirectory() as src:
-        shutil.copytree(RUNTIME, Path(src) / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(RUNTIME, Path(src) / "runtime", ignore=shutil.ignore_patterns("__pycache__", "*.so", "native"))
         deps = "[" + ", ".join(f'"{d}"' for d in DEPENDENCIES) + "]"
         (Path(src) / "pyproject.toml").write_text(PYPROJECT.format(dist=DIST, version=version(), deps=deps))
         _pip("wheel", "--no-deps", "-q", "-w", str(out), src)
