@@ -25,7 +25,7 @@ from provision.errors import ProvisionError
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "runtime"
 CACHE = Path(os.environ.get("SELFVPN_CACHE", Path.home() / ".cache" / "selfvpn")) / "wheels"
-DEPENDENCIES = ("cryptography>=42", "pyroute2>=0.7", "pyyaml>=6")
+DEPENDENCIES = ("cryptography>=42", "pyyaml>=6")
 DIST = "selfvpn-runtime"
 PYPROJECT = """[build-system]
 requires = ["setuptools>=61"]

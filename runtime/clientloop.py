@@ -22,14 +22,14 @@ import sys
 import time
 from pathlib import Path
 
-from runtime import ctl, rtnl, undo
+from runtime import ctl, undo
 from runtime.bundle import Bundle
 from runtime.clientsys import (
     FWMARK, IFNAME, Settings, Target, configure_tunnel, engage_kill_switch, kill_switch, resolve, same_network,
 )
 from runtime.errors import ConnectFailed, HandshakeRefused, VpnError
 from runtime.gso import MAX_SEGMENTS
-from runtime.iobase import BATCH, Outputs, Receiver, StreamConn, inner_packets, outside_loop, set_buffers
+from runtime.iobase import BATCH, Outputs, Receiver, StreamConn, inner_packets, set_buffers
 from runtime.netconf import mark_socket
 from runtime.proto import tls
 from runtime.proto.client import ClientCore
@@ -80,21 +80,19 @@ class Client:
         return 0
 
     async def start(self) -> None:
-        rtnl.prewarm()  # the tunnel's netlink setup follows the welcome: import it while we prepare
-        outside_loop(undo.restore, self.state_path, self.echo)  # leftovers of a crash or an earlier up
+        undo.restore(self.state_path, self.echo)  # leftovers of a crash or an earlier up
         self.journal = undo.Journal.load(self.state_path, self.echo)
         try:
             self.targets = resolve(self.bundle.servers)
             if self.settings.kill_switch:
                 engage_kill_switch(self.journal, kill_switch(self.settings, self.targets, None))
             self.tun = open_data_tun(IFNAME)
-            rtnl.load()  # before the first packet out: the handshake is then network and setup only
             await self.first_session()
         except BaseException:
             self.close_session()
             if self.tun is not None:
                 self.tun.close()
-            outside_loop(self.journal.unwind, undo.undoers())
+            self.journal.unwind(undo.undoers())
             raise
         loop = asyncio.get_running_loop()
         self.control = await ctl.serve(ctl.CLIENT_SOCKET, self.on_control)
@@ -134,7 +132,7 @@ class Client:
         self.control.close()
         ctl.CLIENT_SOCKET.unlink(missing_ok=True)
         self.tun.close()
-        outside_loop(self.journal.unwind, undo.undoers())
+        self.journal.unwind(undo.undoers())
         log.info("down: restored")
 
     async def reconnect(self, backoff: float) -> float:
@@ -208,17 +206,31 @@ class Client:
                                f"({getattr(e, 'strerror', None) or 'timed out'})") from None
 
     async def wait_traffic(self) -> None:
-        """Until the first authenticated datagram (UDP) or at once (TCP transport)."""
-        if self.settings.transport == "tcp":
+        """Until the first authenticated datagram (UDP) or at once (TCP transport): the UDP
+        socket's reader checks for it on each read until it comes, then is `on_udp` again."""
+        if self.settings.transport == "tcp" or self.traffic_seen():
             return
-        since = self.started
-        deadline = time.monotonic() + CONNECT_TIMEOUT
-        while self.core.live.last_received <= since:
-            if time.monotonic() > deadline:
-                raise SessionEnded("no datagram from the server (is its UDP port open?)")
-            if self.ended.done():
-                raise SessionEnded(self.ended.result())
-            await asyncio.sleep(0.01)
+        loop = asyncio.get_running_loop()
+        seen = loop.create_future()
+        fd = self.udp.fileno()
+
+        def on_udp_first() -> None:
+            self.on_udp()
+            if self.traffic_seen() and not seen.done():
+                seen.set_result(None)
+
+        loop.add_reader(fd, on_udp_first)
+        try:
+            await asyncio.wait([seen, self.ended], timeout=CONNECT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if self.udp is not None and self.udp.fileno() == fd:
+                loop.add_reader(fd, self.on_udp)
+        if not seen.done():
+            raise SessionEnded(self.ended.result() if self.ended.done()
+                               else "no datagram from the server (is its UDP port open?)")
+
+    def traffic_seen(self) -> bool:
+        return self.core is not None and self.core.live.last_received > self.started
 
     def close_session(self) -> None:
         loop = asyncio.get_running_loop()

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from runtime import dns, killswitch, netconf, rtnl
 from runtime.bundle import Bundle, ServerEndpoint
 from runtime.errors import ConnectFailed
-from runtime.iobase import outside_loop
 from runtime.proto.config import TunnelAssignment
 from runtime.undo import Journal
 
@@ -92,11 +91,8 @@ def configure_tunnel(journal: Journal, settings: Settings, a: TunnelAssignment, 
     else:
         pushed = tuple(str(r) for r in a.routes)
         routing = netconf.SplitTunnel(beyond_tunnel(settings.routes or pushed, a))
-    def configure() -> None:
-        with rtnl.IPRoute() as ipr:
-            netconf.configure(ipr, journal, netconf.TunnelNet(IFNAME, addrs, mtu=mtu, routing=routing))
-
-    outside_loop(configure)
+    with rtnl.IPRoute() as ipr:
+        netconf.configure(ipr, journal, netconf.TunnelNet(IFNAME, addrs, mtu=mtu, routing=routing))
     if settings.dns and a.dns:
         dns.point_resolver(journal, IFNAME, [str(d) for d in a.dns])
 

@@ -1,6 +1,6 @@
-"""Network configuration of the tunnel over netlink (pyroute2): link, addresses, routes, rules.
+"""Network configuration of the tunnel over netlink (runtime.rtnl): link, addresses, routes, rules.
 
-Rule 1: netlink only (pyroute2); never run or parse `ip`. The `ip ...` strings are what we
+Rule 1: netlink only (runtime.rtnl); never run or parse `ip`. The `ip ...` strings are what we
         echo (`[#] ...`, behind verbose) so a person can read and replay them.
 Rule 2: every change is recorded in the journal BEFORE it is made (runtime.undo); a change
         that turns out not to be needed, or that fails, is forgotten again.
@@ -20,14 +20,12 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runtime import rtnl
 from runtime.errors import PermissionDenied, SystemSetupError
+from runtime.rtnl import IPRoute
 from runtime.undo import Journal, Step
-
-if TYPE_CHECKING:
-    from pyroute2 import IPRoute
 
 DEFAULT_FWMARK = 0x73656C66  # "self": on the runtime's own sockets
 DEFAULT_TABLE = 0x73656C66  # the routing table holding the tunnel's default routes
@@ -146,15 +144,13 @@ def mark_socket(sock: socket.socket, fwmark: int) -> None:
 def set_link(ipr: IPRoute, journal: Journal, ifname: str, *, mtu: int, txqueuelen: int,
              up: bool) -> None:
     """Set MTU, txqueuelen and state; the undo puts back the old values."""
-    link = ipr.get_links(_index(ipr, ifname))[0]
-    old = {"mtu": link.get_attr("IFLA_MTU"), "txqueuelen": link.get_attr("IFLA_TXQLEN"),
-           "up": bool(link["flags"] & 1)}
+    link = ipr.link(_index(ipr, ifname))
+    old = {"mtu": link.mtu, "txqueuelen": link.txqlen, "up": link.up}
     new = {"mtu": mtu, "txqueuelen": txqueuelen, "up": up}
     if old == new:
         return
     step = Step("link", {"ifname": ifname, **old}, _link_says(ifname, new), _link_says(ifname, old))
-    _apply(journal, step, lambda: ipr.link("set", index=_index(ipr, ifname), mtu=mtu,
-                                           txqlen=txqueuelen, state="up" if up else "down"))
+    _apply(journal, step, lambda: ipr.set_link(_index(ipr, ifname), mtu=mtu, txqlen=txqueuelen, up=up))
 
 
 def add_address(ipr: IPRoute, journal: Journal, ifname: str, cidr: str) -> None:
@@ -162,8 +158,7 @@ def add_address(ipr: IPRoute, journal: Journal, ifname: str, cidr: str) -> None:
     args = {"ifname": ifname, "address": str(iface.ip), "prefixlen": iface.network.prefixlen}
     says = f"ip -{iface.version} address {{}} {iface.with_prefixlen} dev {ifname}"
     step = Step("address", args, says.format("add"), says.format("del"))
-    _apply(journal, step, lambda: ipr.addr("add", index=_index(ipr, ifname),
-                                           address=args["address"], prefixlen=args["prefixlen"]))
+    _apply(journal, step, lambda: ipr.address("add", _index(ipr, ifname), args["address"], args["prefixlen"]))
 
 
 def add_route(ipr: IPRoute, journal: Journal, ifname: str, cidr: str, table: int) -> None:
@@ -210,15 +205,14 @@ def set_sysctl(journal: Journal, key: str, value: str, proc_sys: Path = PROC_SYS
 
 def undo_link(args: Mapping[str, Any]) -> None:
     with rtnl.IPRoute() as ipr:
-        _ignore_gone(lambda: ipr.link("set", index=_index(ipr, args["ifname"]), mtu=args["mtu"],
-                                      txqlen=args["txqueuelen"],
-                                      state="up" if args["up"] else "down"))
+        _ignore_gone(lambda: ipr.set_link(_index(ipr, args["ifname"]), mtu=args["mtu"],
+                                          txqlen=args["txqueuelen"], up=args["up"]))
 
 
 def undo_address(args: Mapping[str, Any]) -> None:
     with rtnl.IPRoute() as ipr:
-        _ignore_gone(lambda: ipr.addr("del", index=_index(ipr, args["ifname"]),
-                                      address=args["address"], prefixlen=args["prefixlen"]))
+        _ignore_gone(lambda: ipr.address("del", _index(ipr, args["ifname"]), args["address"],
+                                         args["prefixlen"]))
 
 
 def undo_route(args: Mapping[str, Any]) -> None:
@@ -283,10 +277,10 @@ def _ignore_gone(change: Callable[[], object]) -> None:
 
 
 def _index(ipr: IPRoute, ifname: str) -> int:
-    found = ipr.link_lookup(ifname=ifname)
-    if not found:
+    found = ipr.link_index(ifname)
+    if found is None:
         raise _Gone(f"network device {ifname}: not found", "is the tunnel up?")
-    return int(found[0])
+    return found
 
 
 def _route_kw(ipr: IPRoute, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -296,14 +290,10 @@ def _route_kw(ipr: IPRoute, args: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _rule_exists(ipr: IPRoute, rule: Rule) -> bool:
-    for msg in ipr.get_rules(family=rule.family):
-        table = msg.get_attr("FRA_TABLE") or msg["table"]
-        flags_invert = bool(msg["flags"] & FIB_RULE_INVERT)
-        if (msg.get_attr("FRA_PRIORITY") == rule.priority and table == rule.table
-                and msg.get_attr("FRA_FWMARK") == rule.fwmark and flags_invert == rule.invert
-                and msg.get_attr("FRA_SUPPRESS_PREFIXLEN") in _suppress(rule)):
-            return True
-    return False
+    return any(found.priority == rule.priority and found.table == rule.table and found.fwmark == rule.fwmark
+               and bool(found.flags & FIB_RULE_INVERT) == rule.invert
+               and found.suppress_prefixlen in _suppress(rule)
+               for found in ipr.rules(rule.family))
 
 
 def _suppress(rule: Rule) -> tuple[int | None, ...]:

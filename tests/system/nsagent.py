@@ -38,7 +38,7 @@ def _refuse_protected_namespace() -> None:
 
 _refuse_protected_namespace()
 
-from pyroute2 import IPRoute  # noqa: E402  (only after the namespace check)
+from runtime.rtnl import IPRoute  # noqa: E402  (only after the namespace check)
 
 from runtime import dns, killswitch, netconf, undo  # noqa: E402
 from runtime.errors import VpnError  # noqa: E402
