@@ -30,24 +30,43 @@ _GRO = struct.Struct("=i")
 ANC_SPACE = socket.CMSG_SPACE(_GRO.size)
 
 Datagram = tuple[bytes, object]  # (datagram, address or None on a connected socket)
+Group = tuple[object, list[bytes]]  # (address or None, datagrams): what one seal call gave
 
 
 def runs(items: list[Datagram]) -> list[tuple[object, list[bytes]]]:
-    """(address, datagrams) runs per Rule 1, in order."""
+    """(address, datagrams) runs per Rule 1, in order, for (datagram, address) pairs."""
+    return group_runs([(to, [data]) for data, to in items])
+
+
+def group_runs(groups: list[Group]) -> list[tuple[object, list[bytes]]]:
+    """(address, datagrams) runs per Rule 1, in order, for (address, datagrams) groups.  A
+    group whose datagrams all have the first one's size but the last (shorter or equal: the
+    segments of one TUN read) is cut into runs as a whole, without a look at each datagram."""
     out: list[tuple[object, list[bytes]]] = []
     run: list[bytes] = []
     addr: object = None
     size = total = 0
-    for data, to in items:
-        n = len(data)
-        if run and (to != addr or n > size or len(run) == MAX_SEGMENTS or total + n > MAX_BYTES
-                    or len(run[-1]) < size):
-            out.append((addr, run))
-            run = []
-        if not run:
-            addr, size, total = to, n, 0
-        run.append(data)
-        total += n
+    for to, datagrams in groups:
+        count = len(datagrams)
+        if count > 1:
+            first, sizes = len(datagrams[0]), list(map(len, datagrams))
+            if sizes.count(first) - (sizes[-1] == first) == count - 1 and sizes[-1] <= first:
+                if run:
+                    out.append((addr, run))
+                    run = []
+                step = max(1, min(MAX_SEGMENTS, MAX_BYTES // first))
+                out += [(to, datagrams[i:i + step]) for i in range(0, count, step)]
+                continue
+        for data in datagrams:
+            n = len(data)
+            if run and (to != addr or n > size or len(run) == MAX_SEGMENTS or total + n > MAX_BYTES
+                        or len(run[-1]) < size):
+                out.append((addr, run))
+                run = []
+            if not run:
+                addr, size, total = to, n, 0
+            run.append(data)
+            total += n
     if run:
         out.append((addr, run))
     return out
@@ -83,7 +102,11 @@ class Sender:
         self.sock, self.errors, self.enabled = sock, errors, enabled
 
     def send(self, items: list[Datagram]) -> None:
-        for addr, run in runs(items) if self.enabled else [(a, [d]) for d, a in items]:
+        self.send_groups([(to, [data]) for data, to in items])
+
+    def send_groups(self, groups: list[Group]) -> None:
+        """Send (address, datagrams) groups in order, in GSO runs (Rule 1)."""
+        for addr, run in group_runs(groups) if self.enabled else [(a, [d]) for a, g in groups for d in g]:
             if len(run) > 1 and self.enabled:
                 self._send_run(addr, run)
             else:

@@ -119,6 +119,11 @@ class Outputs:
         if items:
             self.sender.send(items)  # type: ignore[union-attr]
 
+    def send_groups(self, groups: list) -> None:
+        """Send (address or None, datagrams) groups, each what one seal call gave, in GSO runs."""
+        if groups:
+            self.sender.send_groups(groups)  # type: ignore[union-attr]
+
     def write_tun_many(self, items: list[tuple[bytes, int]]) -> None:
         """Write received (packet, FL_INNER flags) pairs to the TUN, in order (Rule 3)."""
         if not getattr(self.tun, "vnet_hdr", False):

@@ -7,6 +7,9 @@ Rule 2: the daemon changes nothing on the system but its TUN and that TUN's addr
 (gone with the process); firewall, NAT and forwarding belong to the deploy.
 Rule 3: SIGHUP or `vpn-runtime reload` re-reads the CRL; a CRL file that changed on disk
 is also picked up within a second.  Live sessions it revokes end at once.
+Rule 4: after writing received packets to the TUN the loop reads the TUN at once: the
+kernel has often answered already (an echo reply, TCP ACKs), and that answer then leaves
+without another trip through the event loop.
 """
 
 from __future__ import annotations
@@ -154,21 +157,25 @@ class ServerDaemon:
             items += core.open_datagrams(datagrams, addr, now)
         self.outputs.write_tun_many(items)
         self.outputs.perform(core.take_outputs())
+        if items:
+            self.on_tun()  # Rule 4: what the kernel answered at once goes out in this wakeup
 
     def on_tun(self) -> None:
-        now, core, out, items = time.monotonic(), self.core, self.outputs, []
+        now, core, out, groups, count = time.monotonic(), self.core, self.outputs, [], 0
         vnet_hdr = self.tun.vnet_hdr
         for _ in range(BATCH):
             frame = self.tun.read()
             if frame is None:
                 break
             segments = inner_packets(frame, vnet_hdr)
-            if segments:
-                items += core.seal_segments(segments, now)
-            if len(items) >= MAX_SEGMENTS:
-                out.send_many(items)
-                items = []
-        out.send_many(items)
+            group = core.seal_group(segments, now) if segments else None
+            if group is not None:
+                groups.append(group)
+                count += len(group[1])
+                if count >= MAX_SEGMENTS:
+                    out.send_groups(groups)
+                    groups, count = [], 0
+        out.send_groups(groups)
         out.perform(core.take_outputs())
 
     async def on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -98,23 +98,29 @@ class ServerCore:
     def seal_segments(self, segments: list[tuple[bytes, int]], now: float) -> list[tuple[bytes, Address]]:
         """seal_packet for the (packet, flags) segments of one TUN read: they share one IP
         header, so they are routed once, by the first one's destination."""
+        group = self.seal_group(segments, now)
+        return [(datagram, group[0]) for datagram in group[1]] if group else []
+
+    def seal_group(self, segments: list[tuple[bytes, int]], now: float) -> tuple[Address, list[bytes]] | None:
+        """seal_segments as (client endpoint, datagrams): what one UDP GSO send can carry."""
         session = self._by_addr.get(destination(segments[0][0]))  # type: ignore[arg-type]
         if session is None:
             self.drops["no-route"] += len(segments)
-            return []
+            return None
         return self._send_to(session, segments, now)
 
     def _send_to(self, session: ServerSession, segments: list[tuple[bytes, int]],
-                 now: float) -> list[tuple[bytes, Address]]:
+                 now: float) -> tuple[Address, list[bytes]] | None:
         if session.transport == "tcp":
             for packet, flags in segments:
                 session.send_stream_packet(packet, now, flags)
-            return []
+            return None
         endpoint = session.endpoint
         if endpoint is None:
             self.drops["no-endpoint"] += len(segments)
-            return []
-        return [(datagram, endpoint) for datagram in session.seal_many(segments, now)]
+            return None
+        sealed = session.seal_many(segments, now)
+        return (endpoint, sealed) if sealed else None
 
     def deliver(self, session: ServerSession, packet: bytes, now: float, flags: int) -> bytes | None:
         """Where a client's inner packet goes: returned for the TUN, forwarded, or dropped."""
@@ -152,8 +158,9 @@ class ServerCore:
                     if not self.config.client_to_client:
                         self.drops["client-to-client"] += 1
                         continue
-                    for forwarded in self._send_to(target, [(packet, item[1] & FL_CSUM_PARTIAL)], now):
-                        self.out.append(SendDatagram(*forwarded))
+                    group = self._send_to(target, [(packet, item[1] & FL_CSUM_PARTIAL)], now)
+                    if group is not None:
+                        self.out += [SendDatagram(datagram, group[0]) for datagram in group[1]]
                     continue
             elif not verdict:
                 self.drops["spoofed"] += 1

@@ -7,6 +7,9 @@ import socket
 import struct
 from collections import Counter
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from runtime import gso
 
 
@@ -22,6 +25,35 @@ def test_runs_respect_segment_and_byte_limits():
     runs = gso.runs(items)
     assert all(len(run) <= gso.MAX_SEGMENTS and sum(map(len, run)) <= gso.MAX_BYTES for _, run in runs)
     assert sum(len(run) for _, run in runs) == 100
+
+
+def valid(runs) -> bool:
+    """Rule 1 of runtime/gso.py for every run."""
+    return all(len(run) <= gso.MAX_SEGMENTS and sum(map(len, run)) <= gso.MAX_BYTES
+               and all(len(d) == len(run[0]) for d in run[:-1]) and len(run[-1]) <= len(run[0])
+               for _, run in runs)
+
+
+def test_a_regular_group_is_cut_whole_and_an_irregular_one_datagram_by_datagram():
+    a, b = ("198.51.100.1", 1), ("198.51.100.2", 1)
+    tso = [b"s" * 1476] * 50 + [b"t" * 700]  # one TUN read's segments
+    odd = [b"x" * 100, b"y" * 50, b"z" * 100]  # shorter in the middle: two runs
+    groups = [(a, [b"k" * 88]), (a, [b"k" * 88]), (a, tso), (b, odd), (b, [b"w" * 100])]
+    runs = gso.group_runs(groups)
+    assert valid(runs)
+    assert [(addr, [len(d) for d in run]) for addr, run in runs] == [
+        (a, [88, 88]), (a, [1476] * 44), (a, [1476] * 6 + [700]), (b, [100, 50]), (b, [100, 100])]
+    assert [d for _, run in runs for d in run] == [d for _, g in groups for d in g]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([None, ("192.0.2.1", 9)]),
+                          st.lists(st.integers(1, 65000), min_size=1, max_size=70)), max_size=8))
+def test_group_runs_keep_every_datagram_in_order_in_valid_runs(spec):
+    groups = [(to, [bytes(n) for n in sizes]) for to, sizes in spec]
+    runs = gso.group_runs(groups)
+    assert valid(runs)
+    assert [(to, d) for to, run in runs for d in run] == [(to, d) for to, g in groups for d in g]
 
 
 def test_gro_split_cuts_at_the_cmsg_size():
