@@ -1,7 +1,10 @@
 """The data channel of one session: sealing and opening datagrams under epoch keys.
 
 Rule 1: seal is one struct.pack and one AEAD call; open is one struct.unpack, a replay check,
-        one AEAD call and a replay update. Nothing else runs per packet.
+        one AEAD call and a replay update. Nothing else runs per packet. A `native` channel
+        (the default where runtime/native/fastseal.c was built) runs these loops in C, one call
+        per batch to seal and one per run of one epoch's datagrams to open; everything else
+        about a batch stays here, and both paths give the same datagrams, results and drops.
 Rule 2: a counter is used once per key: it starts at 0 per epoch, only grows, and at
         `reject_packets` sealing stops (returns None, sets `exhausted`) instead of wrapping.
         The receiver does not enforce the sender's limit (configs may differ); its replay
@@ -25,10 +28,10 @@ from collections import Counter
 from cryptography.exceptions import InvalidTag
 
 from runtime.proto.config import Limits
-from runtime.proto.keys import Aead, make_aead
-from runtime.proto.replay import RECEIVE_LIMIT, ReplayWindow
+from runtime.proto.keys import NATIVE, Aead, make_aead
+from runtime.proto.replay import RECEIVE_LIMIT, PythonReplayWindow, ReplayWindow
 from runtime.proto.wire import (DG_DATA, DG_KEEPALIVE, FL_INNER, FL_TAKES_PARTIAL, HEADER, MIN_DATAGRAM,
-                                 NONCE_PREFIX, stray_reason)
+                                 NONCE_PREFIX, session_of, stray_reason)
 
 
 class Epoch:
@@ -36,13 +39,13 @@ class Epoch:
 
     __slots__ = ("number", "tag", "seal", "open", "counter", "window", "installed_at")
 
-    def __init__(self, number: int, seal: Aead, open_: Aead, limit: int, now: float) -> None:
+    def __init__(self, number: int, seal: Aead, open_: Aead, window: PythonReplayWindow, now: float) -> None:
         self.number = number
         self.tag = number & 0xFF
         self.seal = seal
         self.open = open_
         self.counter = 0
-        self.window = ReplayWindow(limit)
+        self.window = window
         self.installed_at = now
 
 
@@ -50,8 +53,9 @@ class DataChannel:
     """Seals and opens one session's datagrams; see the module rules."""
 
     def __init__(self, session_id: int, cipher: str, limits: Limits, drops: Counter[str],
-                 takes_partial: bool = False) -> None:
+                 takes_partial: bool = False, *, native: bool = True) -> None:
         self.session_id = session_id
+        self.native = native and NATIVE  # Rule 1: the C loops (the same bytes) when built
         self.own_flags = FL_TAKES_PARTIAL if takes_partial else 0
         self.peer_takes_partial = False
         self.last_flags = 0  # FL_INNER bits of the datagram `open` last returned
@@ -68,8 +72,10 @@ class DataChannel:
 
     def install(self, number: int, seal_key: bytes, open_key: bytes, now: float, *, active: bool) -> None:
         """Add epoch `number`; seal with it now if `active`, else once the peer uses it."""
-        epoch = Epoch(number, make_aead(self.cipher, seal_key), make_aead(self.cipher, open_key),
-                      RECEIVE_LIMIT, now)
+        native = self.native
+        window = (ReplayWindow if native else PythonReplayWindow)(RECEIVE_LIMIT)
+        epoch = Epoch(number, make_aead(self.cipher, seal_key, native=native),
+                      make_aead(self.cipher, open_key, native=native), window, now)
         self._by_tag[epoch.tag] = epoch
         self.pending = epoch
         if active or self.current is None:
@@ -108,8 +114,12 @@ class DataChannel:
                 return []
             packets = packets[:room]
         counter = epoch.counter
+        if self.native:
+            out = epoch.seal.seal_batch(packets, kind, epoch.tag, self.own_flags, self.session_id, counter)
+            epoch.counter = counter + len(out)
+            return out
         pack, encrypt, tag, own, sid = HEADER.pack, epoch.seal.encrypt, epoch.tag, self.own_flags, self.session_id
-        out: list[bytes] = []
+        out = []
         for payload, flags in packets:
             header = pack(kind, tag, flags | own, 0, sid, counter)
             out.append(header + encrypt(NONCE_PREFIX + header[8:], payload, header))
@@ -135,6 +145,8 @@ class DataChannel:
         authenticated, keepalives included) for datagrams from `start` on, in order, up to
         the first that is short or of another session (left for the caller to count, see
         wire.stray_reason).  Rule 1's checks, in one loop."""
+        if self.native:
+            return self._open_native(datagrams, start, now)
         out: list[tuple[bytes, int]] = []
         authentic = 0
         drops, by_tag, sid, unpack = self.drops, self._by_tag, self.session_id, HEADER.unpack_from
@@ -173,6 +185,39 @@ class DataChannel:
             if kind == DG_DATA:
                 out.append((payload, flags & FL_INNER))
         return out, i, authentic
+
+    def _open_native(self, datagrams: list[bytes], start: int,
+                     now: float) -> tuple[list[tuple[bytes, int]], int, int]:
+        """open_batch with each run of one epoch's datagrams opened in C (fastseal.c open_run);
+        unknown epochs and the pending epoch's activation are handled here, as in the loop."""
+        out: list[tuple[bytes, int]] = []
+        authentic, i, end, sid, by_tag = 0, start, len(datagrams), self.session_id, self._by_tag
+        while i < end:
+            data = datagrams[i]
+            if len(data) < MIN_DATAGRAM or session_of(data) != sid:
+                break
+            epoch = by_tag.get(data[1])
+            if epoch is None:
+                self.drops["unknown-epoch"] += 1
+                i += 1
+                continue
+            pending = epoch is self.pending
+            stop, opened, *counts, partial = epoch.open.open_run(datagrams, i, sid, epoch.tag, epoch.window, out,
+                                                                   pending)
+            self._count_native_drops(*counts)
+            self.peer_takes_partial = self.peer_takes_partial or partial
+            if opened and pending:
+                self.activate(now)
+            authentic += opened
+            if stop == i:  # not a run after all (a datagram C reads otherwise): stop, as at a stray
+                break
+            i = stop
+        return out, i, authentic
+
+    def _count_native_drops(self, bad_type: int, replay: int, forged: int) -> None:
+        for reason, n in (("bad-type", bad_type), ("replay", replay), ("auth", forged)):
+            if n:
+                self.drops[reason] += n
 
     def _drop(self, reason: str) -> None:
         self.drops[reason] += 1

@@ -5,6 +5,9 @@ Rule 1: every epoch uses a fresh X25519 key pair on both sides (forward secrecy)
 Rule 2: the derivation binds the label, session id, epoch and both public keys, so a key
         can never serve another session, epoch or direction.
 Rule 3: one AEAD object per key, made here once and reused for every packet.
+Rule 4: that object is the C Aead of runtime/native/fastseal.c where it was built
+        (runtime/fast.py; one OpenSSL context per direction, keyed once), else cryptography's;
+        both encrypt and decrypt alike and raise cryptography's InvalidTag.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from runtime import fast
 from runtime.proto.faults import ProtocolViolation
 
 AES_256_GCM = "aes-256-gcm"
@@ -25,8 +29,10 @@ KEY_LEN = 32
 PUBLIC_KEY_LEN = 32
 _LABEL = b"selfvpn data keys v1"
 _BINDING = struct.Struct("!II")
+_fastseal = fast.load("_fastseal")
+NATIVE = _fastseal is not None
 
-Aead = AESGCM | ChaCha20Poly1305
+Aead = AESGCM | ChaCha20Poly1305 if _fastseal is None else AESGCM | ChaCha20Poly1305 | _fastseal.Aead
 
 
 class Ephemeral:
@@ -55,10 +61,11 @@ def derive(
     return okm[:KEY_LEN], okm[KEY_LEN:]
 
 
-def make_aead(cipher: str, key: bytes) -> Aead:
-    """The AEAD object for `cipher` (one of CIPHERS) under `key`."""
-    if cipher == AES_256_GCM:
-        return AESGCM(key)
-    if cipher == CHACHA20_POLY1305:
-        return ChaCha20Poly1305(key)
-    raise ValueError(f"unknown cipher {cipher!r}")
+def make_aead(cipher: str, key: bytes, *, native: bool = True) -> Aead:
+    """The AEAD object for `cipher` (one of CIPHERS) under `key`: the C one when it was built
+    and `native`, else cryptography's (Rule 4)."""
+    if cipher not in CIPHERS:
+        raise ValueError(f"unknown cipher {cipher!r}")
+    if native and _fastseal is not None:
+        return _fastseal.Aead(cipher, key)
+    return AESGCM(key) if cipher == AES_256_GCM else ChaCha20Poly1305(key)

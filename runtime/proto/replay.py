@@ -5,9 +5,17 @@ Rule 1: `check` is read-only and cheap, run before decryption; `update` runs onl
 Rule 2: the window covers WINDOW = 8192 - 64 = 8128 counters behind the highest seen; older,
         duplicate, and counters at or above `limit` are refused.
 Rule 3: the bitmap is 128 words of 64 bits used as a ring; words are cleared as the top moves.
+Rule 4: `ReplayWindow` is the C window of runtime/native/fastseal.c where it was built
+        (runtime/fast.py), else `PythonReplayWindow`, the reference it is tested against: same
+        answers for every u64 counter (the C one refuses negative counters and update(2**64 - 1),
+        which no check admits, with OverflowError).
 """
 
 from __future__ import annotations
+
+from runtime import fast
+
+_fastseal = fast.load("_fastseal")
 
 BITS_TOTAL = 8192
 WORD_BITS = 64
@@ -17,7 +25,7 @@ _RING = WORDS - 1
 RECEIVE_LIMIT = 2**64 - WINDOW - 1  # WireGuard's REJECT_AFTER_MESSAGES: no u64 counter reaches it
 
 
-class ReplayWindow:
+class PythonReplayWindow:
     """Accepts each counter below `limit` at most once, within WINDOW of the newest."""
 
     __slots__ = ("_limit", "_top", "_words")
@@ -54,3 +62,6 @@ class ReplayWindow:
             return False
         self.update(counter)
         return True
+
+
+ReplayWindow: type[PythonReplayWindow] = _fastseal.ReplayWindow if _fastseal is not None else PythonReplayWindow
