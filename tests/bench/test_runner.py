@@ -7,6 +7,7 @@ import pytest
 
 from provision.bench import micro, runner
 from provision.errors import UsageError
+from runtime.proto.keys import NATIVE
 
 
 def test_interleave_runs_every_peer_once_per_round_rotating() -> None:
@@ -35,8 +36,11 @@ def test_bench_refuses_bad_settings() -> None:
         runner.bench(rounds=0)
 
 
-def test_micro_round_trips_every_cipher_and_size() -> None:
+def test_micro_round_trips_every_cipher_size_and_path() -> None:
     records = micro.run_micro(packets=50, repeats=2)
-    assert {(r["cipher"], r["size"]) for r in records} == {
-        (c, s) for c in ("aes-256-gcm", "chacha20-poly1305") for s in micro.SIZES}
+    paths = ("native", "python") if NATIVE else ("python",)
+    assert sorted((r["cipher"], r["size"], r["path"]) for r in records) == sorted(
+        (c, s, p) for c in ("aes-256-gcm", "chacha20-poly1305") for s in micro.SIZES for p in paths)
     assert all(len(r["seal_us"]) == 2 and min(r["seal_us"] + r["open_us"]) > 0 for r in records)
+    table = micro.side_by_side(records)
+    assert len(table) == 2 + 4 and all(line.count("|") == 3 + 2 * len(paths) for line in table)
