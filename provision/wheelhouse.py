@@ -25,7 +25,7 @@ from provision.errors import ProvisionError
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "runtime"
 CACHE = Path(os.environ.get("SELFVPN_CACHE", Path.home() / ".cache" / "selfvpn")) / "wheels"
-DEPENDENCIES = ("cryptography>=42", "pyyaml>=6")
+DEPENDENCIES = ("cryptography>=42", "pyyaml>=6", "uvloop>=0.19")
 DIST = "selfvpn-runtime"
 PYPROJECT = """[build-system]
 requires = ["setuptools>=61"]
@@ -128,8 +128,11 @@ def _pip(*args: str) -> None:
 INSTALL_DIR = "/opt/vpn-runtime"
 
 
-def install_script(wheel_dir: str) -> str:
-    """Shell run on the host: a venv of its own, installed from the shipped wheels only."""
+def install_script(wheel_dir: str, wanted: str | None = None) -> str:
+    """Shell run on the host: a venv of its own, installed from the shipped wheels only, at
+    exactly version `wanted` (default: this source's), so a build that sorts lower than the
+    installed one still replaces it."""
     return (f"set -e; python3 -m venv {INSTALL_DIR}; "
-            f"{INSTALL_DIR}/bin/pip install -q --no-index --find-links {wheel_dir} --upgrade {DIST}; "
+            f"{INSTALL_DIR}/bin/pip install -q --no-index --find-links {wheel_dir} --upgrade "
+            f"'{DIST}=={wanted or version()}'; "
             f"ln -sf {INSTALL_DIR}/bin/vpn-runtime /usr/local/bin/vpn-runtime")

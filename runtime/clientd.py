@@ -12,7 +12,6 @@ when the client says it is ready, or with the client's own error and exit code.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -22,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from runtime import ctl, undo
+from runtime import ctl, evloop, undo
 from runtime.bundle import load_bundle
 from runtime.clientloop import Client
 from runtime.clientsys import settings_of
@@ -50,7 +49,7 @@ def up(args) -> int:
     settings = settings_of(bundle, args.route, args.no_kill_switch, args.allow_lan, args.transport)
     if args.foreground:
         client = Client(bundle, settings, STATE, getattr(args, "ready_fd", None), verbose=args.verbose)
-        return asyncio.run(client.run())
+        return evloop.run(client.run())
     return _background(args)
 
 

@@ -285,9 +285,11 @@ class Client:
             items += core.open_datagrams(datagrams, now)
         self.outputs.write_tun_many(items)
         self.pump()
+        if items:
+            self.on_tun()  # what the kernel answered at once (TCP ACKs) leaves in this wakeup
 
     def on_tun(self) -> None:
-        core, now, items = self.core, time.monotonic(), []
+        core, now, groups, count = self.core, time.monotonic(), [], 0
         vnet_hdr = self.tun.vnet_hdr
         for _ in range(BATCH):
             frame = self.tun.read()
@@ -296,13 +298,15 @@ class Client:
             if core is None:
                 continue  # reconnecting: the packet is dropped, never sent outside
             segments = inner_packets(frame, vnet_hdr)
-            if segments:
-                items += [(datagram, None) for datagram in core.seal_segments(segments, now)]
-            if len(items) >= MAX_SEGMENTS:
-                self.outputs.send_many(items)
-                items = []
+            sealed = core.seal_segments(segments, now) if segments else None
+            if sealed:
+                groups.append((None, sealed))
+                count += len(sealed)
+                if count >= MAX_SEGMENTS:
+                    self.outputs.send_groups(groups)
+                    groups, count = [], 0
         if core is not None:
-            self.outputs.send_many(items)
+            self.outputs.send_groups(groups)
             self.pump()
 
     def pump(self) -> None:

@@ -4,6 +4,8 @@ Rule 1: a send groups consecutive datagrams to the same address into runs of equ
         (the last of a run may be shorter, and ends it), at most MAX_SEGMENTS datagrams and
         MAX_BYTES bytes a run; each run is one sendmsg with a UDP_SEGMENT cmsg.  The wire
         sees exactly the datagrams we sealed: the kernel (or NIC) cuts at the run's size.
+        Datagrams come in groups, one per seal call (one TUN read); a group already shaped
+        like runs (the segments of a super-packet) is cut without a look at each datagram.
 Rule 2: a kernel or device that refuses (EIO, EINVAL, ENOPROTOOPT, EOPNOTSUPP) switches GSO
         off for the socket, and that run and all later ones go one datagram per send.  Other
         send errors (a full buffer, an ICMP error on a connected socket) drop the run, counted.
@@ -29,13 +31,7 @@ _SIZE = struct.Struct("=H")
 _GRO = struct.Struct("=i")
 ANC_SPACE = socket.CMSG_SPACE(_GRO.size)
 
-Datagram = tuple[bytes, object]  # (datagram, address or None on a connected socket)
 Group = tuple[object, list[bytes]]  # (address or None, datagrams): what one seal call gave
-
-
-def runs(items: list[Datagram]) -> list[tuple[object, list[bytes]]]:
-    """(address, datagrams) runs per Rule 1, in order, for (datagram, address) pairs."""
-    return group_runs([(to, [data]) for data, to in items])
 
 
 def group_runs(groups: list[Group]) -> list[tuple[object, list[bytes]]]:
@@ -100,9 +96,6 @@ class Sender:
 
     def __init__(self, sock: socket.socket, errors: Counter, enabled: bool = True) -> None:
         self.sock, self.errors, self.enabled = sock, errors, enabled
-
-    def send(self, items: list[Datagram]) -> None:
-        self.send_groups([(to, [data]) for data, to in items])
 
     def send_groups(self, groups: list[Group]) -> None:
         """Send (address, datagrams) groups in order, in GSO runs (Rule 1)."""

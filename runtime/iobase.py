@@ -114,11 +114,6 @@ class Outputs:
         if self.udp is not None:
             self.sender = gso.Sender(self.udp, self.errors)
 
-    def send_many(self, items: list) -> None:
-        """Send (datagram, address or None) pairs, in GSO runs where the kernel allows."""
-        if items:
-            self.sender.send(items)  # type: ignore[union-attr]
-
     def send_groups(self, groups: list) -> None:
         """Send (address or None, datagrams) groups, each what one seal call gave, in GSO runs."""
         if groups:

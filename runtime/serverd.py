@@ -23,7 +23,7 @@ import socket
 import time
 from pathlib import Path
 
-from runtime import ctl, serverview
+from runtime import ctl, evloop, serverview
 from runtime.config import DaemonConfig, load_config
 from runtime.errors import ConfigError
 from runtime.gso import MAX_SEGMENTS
@@ -226,4 +226,4 @@ class ServerDaemon:
 def main(config_path: str, verbose: bool = False) -> int:
     cfg = load_config(Path(config_path))
     daemon = ServerDaemon(cfg)
-    return asyncio.run(daemon.run())
+    return evloop.run(daemon.run())

@@ -16,13 +16,13 @@ from runtime import gso
 def test_runs_group_equal_sizes_to_one_address():
     a, b = ("198.51.100.1", 1), ("198.51.100.2", 1)
     items = [(b"x" * 100, a)] * 3 + [(b"y" * 50, a), (b"z" * 100, a), (b"w" * 100, b)]
-    assert [(addr, [len(d) for d in run]) for addr, run in gso.runs(items)] == [
+    runs = gso.group_runs([(to, [d]) for d, to in items])
+    assert [(addr, [len(d) for d in run]) for addr, run in runs] == [
         (a, [100, 100, 100, 50]), (a, [100]), (b, [100])]
 
 
 def test_runs_respect_segment_and_byte_limits():
-    items = [(b"x" * 1400, None)] * 100
-    runs = gso.runs(items)
+    runs = gso.group_runs([(None, [b"x" * 1400]) for _ in range(100)])
     assert all(len(run) <= gso.MAX_SEGMENTS and sum(map(len, run)) <= gso.MAX_BYTES for _, run in runs)
     assert sum(len(run) for _, run in runs) == 100
 
@@ -77,9 +77,9 @@ class Refusing:
 def test_a_refused_gso_send_falls_back_to_one_by_one_for_good():
     sock, errors = Refusing(errno.EIO), Counter()
     sender = gso.Sender(sock, errors)  # type: ignore[arg-type]
-    items = [(bytes([i]) * 100, ("198.51.100.1", 1)) for i in range(5)]
-    sender.send(items)
-    sender.send(items)
+    groups = [(("198.51.100.1", 1), [bytes([i]) * 100 for i in range(5)])]
+    sender.send_groups(groups)
+    sender.send_groups(groups)
     assert not sender.enabled and len(sock.sent) == 10 and errors["udp-gso-off"] == 1
 
 
@@ -89,7 +89,7 @@ def test_gso_send_and_gro_receive_over_loopback():
     gro = gso.enable_gro(rx)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sent = [bytes([i]) * 1000 for i in range(10)] + [b"end"]
-    gso.Sender(tx, Counter()).send([(d, rx.getsockname()) for d in sent])
+    gso.Sender(tx, Counter()).send_groups([(rx.getsockname(), [d]) for d in sent])
     rx.settimeout(2)
     got: list[bytes] = []
     buf = bytearray(65535)

@@ -57,7 +57,7 @@ def test_datagrams_leave_in_order_and_arrive_split_again():
     tx.connect(rx.getsockname())
     out = Outputs(tx, None, {}, logging.getLogger("test"))
     sent = [bytes([i]) * 1400 for i in range(70)] + [b"short", b"x" * 1400]
-    out.send_many([(d, None) for d in sent])
+    out.send_groups([(None, sent[:40]), (None, sent[40:])])
     receiver, got = Receiver(rx), []
     while len(got) < len(sent) and select.select([rx], [], [], 2)[0]:
         got += [d for _, run in receiver.receive() for d in run]
