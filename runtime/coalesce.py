@@ -11,13 +11,17 @@ Rule 2: one write per run: a virtio GSO header (gso_size = first payload, partia
         its TCP header with the pseudo-header sum of the run's length and the last segment's
         FIN/PSH, then the payloads.  A run of one is written as it came, partial or not.
 Rule 3: packets without FL_CSUM_PARTIAL are complete: written with a plain vnet header.
+Rule 4: `plan` is runtime._fastseg's (runtime/native/fastseg.c) where it is built
+        (runtime/fast.py): the same writes as `py_plan`, the reference and the fallback, each
+        run as one contiguous bytes object (the same bytes, one iovec entry).
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
-from runtime import vnet
+from runtime import fast, vnet
 from runtime.proto.checksum import CHECK_OFFSET, TCP, address_sum, fold, ipv4_header_checksum, l4_layout
 from runtime.proto.wire import FL_CONTINUES, FL_CSUM_PARTIAL
 
@@ -36,7 +40,7 @@ class Run:
     """Consecutive segments of one TCP flow, to be written as one super-packet."""
 
     __slots__ = ("first", "l4", "head", "size", "total", "next_seq", "parts", "open", "last_flags",
-                 "lead", "doff", "lo", "hi", "key")
+                 "lead", "doff", "lo", "hi", "key", "floor")
 
     def __init__(self, packet: bytes, l4: int) -> None:
         self.first, self.l4 = packet, l4
@@ -48,15 +52,16 @@ class Run:
         self.parts: list[bytes] = []
         self.last_flags = packet[l4 + 13]
         self.open = self.size > 0 and not self.last_flags & (ENDS | REFUSED)
+        self.floor = max(self.head, l4 + 13)  # a packet taken is longer: payload and TCP fields
         # the flow: addresses (and any IPv4 options) through the TCP ports, one slice
         self.lo, self.hi = (12 if self.lead >> 4 == 4 else 8), l4 + 4
         self.key = packet[self.lo:self.hi]
 
     def take(self, packet: bytes) -> bool:
         """Append `packet` if it continues the run (Rule 1)."""
-        head = self.head
-        size = len(packet) - head
-        if (not self.open or size <= 0 or size > self.size or self.total + size > MAX_TOTAL
+        head, n = self.head, len(packet)
+        size = n - head
+        if (not self.open or n <= self.floor or size > self.size or self.total + size > MAX_TOTAL
                 or packet[0] != self.lead or packet[self.lo:self.hi] != self.key):
             return False
         seq, _ack, doff, flags = _TCP.unpack_from(packet, self.l4 + 4)
@@ -86,7 +91,7 @@ class Run:
         return [vnet.tcp_gso(version, self.head, self.size, l4), ip, tcp, first[self.head:], *self.parts]
 
 
-def plan(items: list[tuple[bytes, int]]) -> list[Write]:
+def py_plan(items: list[tuple[bytes, int]]) -> list[Write]:
     """The TUN writes for received (inner packet, flags) pairs, in order (Rules 1-3)."""
     writes: list[Write] = []
     run: Run | None = None
@@ -109,3 +114,7 @@ def plan(items: list[tuple[bytes, int]]) -> list[Write]:
     if run is not None:
         writes.append(run.write())
     return writes
+
+
+NATIVE = fast.load("_fastseg")
+plan: Callable[[list[tuple[bytes, int]]], list[Write]] = NATIVE.plan if NATIVE else py_plan

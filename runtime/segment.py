@@ -9,14 +9,20 @@ Rule 2: each packet comes with its data-header flags: FL_CSUM_PARTIAL when its L
         is partial in the layout runtime/proto/checksum.py describes (else it is completed
         here), FL_CONTINUES on every segment after the first of one super-packet.
 Rule 3: a packet the kernel did not mark (no NEEDS_CSUM, no GSO) passes unchanged with no
-        flags; a GSO type we did not ask for (UDP) yields nothing (the caller counts it).
+        flags; a GSO type we did not ask for (UDP), a frame shorter than its vnet header and
+        a super-packet whose headers cannot be rewritten per segment (`_cuttable`) yield
+        nothing (the caller counts it).  Nothing raises, whatever the frame.
+Rule 4: `split` and `split_tcp` are runtime._fastseg's (runtime/native/fastseg.c) where it is
+        built (runtime/fast.py), byte for byte `py_split` and `py_split_tcp`, which stay the
+        reference and the fallback.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
-from runtime import vnet
+from runtime import fast, vnet
 from runtime.proto.checksum import CHECK_OFFSET, TCP, address_sum, complete_at, l4_layout
 from runtime.proto.wire import FL_CONTINUES, FL_CSUM_PARTIAL
 
@@ -26,8 +32,10 @@ FIN, PSH, CWR = 0x01, 0x08, 0x80
 Segment = tuple[bytes, int]  # (inner packet, data-header flags)
 
 
-def split(frame: bytes) -> list[Segment]:
+def py_split(frame: bytes) -> list[Segment]:
     """The inner packets (with flags) of one TUN read `frame` (vnet header + packet)."""
+    if len(frame) < vnet.SIZE:
+        return []
     flags, gso_type, _hdr_len, gso_size, start, offset, _ = vnet.HEADER.unpack_from(frame)
     packet = frame[vnet.SIZE:]
     kind = gso_type & ~vnet.GSO_ECN
@@ -36,7 +44,7 @@ def split(frame: bytes) -> list[Segment]:
             return [(packet, 0)]
         return [_single(packet, start, offset)]
     if kind in (vnet.GSO_TCPV4, vnet.GSO_TCPV6) and len(packet) > start + 20:
-        return split_tcp(packet, gso_size, start)
+        return py_split_tcp(packet, gso_size, start)
     return []
 
 
@@ -47,13 +55,30 @@ def _single(packet: bytes, start: int, offset: int) -> Segment:
     return complete_at(packet, start, offset), 0
 
 
-def split_tcp(packet: bytes, mss: int, l4: int) -> list[Segment]:
+def _cuttable(packet: bytes, l4: int, head: int, largest: int, smallest: int) -> bool:
+    """Whether every segment's headers can be written: a TCP header of 20 bytes or more, an
+    IPv4 header of whole words from 12 bytes, addresses in the packet (IPv6), and IP lengths
+    of the largest and smallest segment within 0-65535."""
+    if head - l4 < 20:
+        return False
+    if packet[0] >> 4 == 4:
+        return l4 >= 12 and not l4 & 1 and head + largest <= 0xFFFF
+    return l4 >= 6 and 40 <= head + smallest and head + largest - 40 <= 0xFFFF  # so 40 <= len(packet)
+
+
+def py_split_tcp(packet: bytes, mss: int, l4: int) -> list[Segment]:
     """Rule 1 for a TCP super-packet whose TCP header starts at `l4` (one struct.pack per
-    segment header)."""
+    segment header); `mss` and `l4` are vnet header fields (0-65535), and the packet is longer
+    than l4 + 20 (else ValueError)."""
+    if not (0 <= mss <= 0xFFFF and 0 <= l4 <= 0xFFFF and len(packet) > l4 + 20):
+        raise ValueError("split_tcp: mss and l4 are 0-65535 and the packet is longer than l4 + 20")
     head = l4 + (packet[l4 + 12] >> 4) * 4
     payload = len(packet) - head
     if mss <= 0 or payload <= 0:
         return [_single(packet, l4, 16)]
+    last = (payload - 1) // mss * mss
+    if not _cuttable(packet, l4, head, min(mss, payload), payload - last):
+        return []
     partial = l4_layout(packet) == (l4, TCP)
     v4 = packet[0] >> 4 == 4
     seq0, tflags, psum = _SEQ.unpack_from(packet, l4 + 4)[0], packet[l4 + 13], address_sum(packet) + TCP
@@ -66,7 +91,6 @@ def split_tcp(packet: bytes, mss: int, l4: int) -> list[Segment]:
     else:
         pack = struct.Struct(f"!4sH{l4 - 6}s4sI5sB2sH{head - l4 - 18}s").pack
         ip = (packet[:4], packet[6:l4])
-    last = (payload - 1) // mss * mss
     out: list[Segment] = []
     for i, off in enumerate(range(0, payload, mss)):
         chunk = packet[head + off:head + off + mss]
@@ -93,3 +117,8 @@ def split_tcp(packet: bytes, mss: int, l4: int) -> list[Segment]:
         else:
             out.append((complete_at(header + chunk, l4, 16), FL_CONTINUES if i else 0))
     return out
+
+
+NATIVE = fast.load("_fastseg")
+split: Callable[[bytes], list[Segment]] = NATIVE.split if NATIVE else py_split
+split_tcp: Callable[[bytes, int, int], list[Segment]] = NATIVE.split_tcp if NATIVE else py_split_tcp

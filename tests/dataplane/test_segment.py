@@ -1,5 +1,6 @@
 """Cutting TSO super-packets (runtime/segment.py): every segment must pass the checks the
-receiving kernel makes (IPv4 header checksum, and the TCP checksum once completed)."""
+receiving kernel makes (IPv4 header checksum, and the TCP checksum once completed).  Each
+test runs on the Python reference and on the native twin (skipped where it is not built)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,23 @@ import struct
 
 import pytest
 
-from runtime import vnet
+from runtime import segment, vnet
 from runtime.proto.checksum import TCP, address_sum, complete, fold, ipv4_header_checksum, l4_valid, ones_sum
 from runtime.proto.wire import FL_CONTINUES, FL_CSUM_PARTIAL
-from runtime.segment import split
 from tests.dataplane.packets import ACK, CWR, DST6, FIN, PSH, SRC6, ipv4, payload, tcp_header, tso_frame, udp_packet
 
 MSS = 1368
 
 
+@pytest.fixture(params=["python", "native"])
+def split(request):
+    if request.param == "native" and segment.NATIVE is None:
+        pytest.skip("runtime._fastseg is not built (or VPN_RUNTIME_NATIVE=0)")
+    return segment.py_split if request.param == "python" else segment.NATIVE.split
+
+
 @pytest.mark.parametrize("version", [4, 6])
-def test_super_packet_becomes_mtu_sized_segments_the_kernel_accepts(version):
+def test_super_packet_becomes_mtu_sized_segments_the_kernel_accepts(split, version):
     data = payload(5 * MSS + 100)
     frame, _ = tso_frame(version, 0xFFFFF000, data, MSS, ACK | PSH | FIN | CWR)
     segments = split(frame)
@@ -41,18 +48,18 @@ def test_super_packet_becomes_mtu_sized_segments_the_kernel_accepts(version):
             assert struct.unpack_from("!H", seg, 4)[0] == len(seg) - 40
 
 
-def test_plain_packet_passes_unchanged():
+def test_plain_packet_passes_unchanged(split):
     packet = ipv4(tcp_header(1, ACK) + b"hi")
     assert split(vnet.PLAIN + packet) == [(packet, 0)]
 
 
-def test_single_partial_packet_is_carried_partial():
+def test_single_partial_packet_is_carried_partial(split):
     packet = udp_packet(b"query")
     assert split(vnet.partial(20, 6) + packet) == [(packet, FL_CSUM_PARTIAL)]
     assert l4_valid(complete(packet))
 
 
-def test_partial_packet_in_another_layout_is_completed_here():
+def test_partial_packet_in_another_layout_is_completed_here(split):
     # IPv6 with a hop-by-hop header before TCP: the flag cannot describe it, so the
     # checksum is completed before sealing and the packet goes without the flag
     tcp = tcp_header(9, ACK) + b"data"
@@ -65,7 +72,7 @@ def test_partial_packet_in_another_layout_is_completed_here():
     assert done[:64] == packet[:64] and done[66:] == packet[66:]
 
 
-def test_udp_gso_is_not_split():
+def test_udp_gso_is_not_split(split):
     packet = udp_packet(b"x" * 3000)
     frame = vnet.HEADER.pack(vnet.F_NEEDS_CSUM, vnet.GSO_UDP_L4, 28, 1000, 20, 6, 0) + packet
     assert split(frame) == []
