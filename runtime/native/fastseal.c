@@ -279,9 +279,10 @@ static int open_into(EVP_CIPHER_CTX *ctx, const unsigned char *nonce, const unsi
 }
 
 /* nonce, data and associated data (None: empty) as buffers, with cryptography's checks. */
-static int aead_args(PyObject *args, Py_buffer *nonce, Py_buffer *data, Py_buffer *aad) {
+static int aead_args(PyObject *args, PyObject *kwds, Py_buffer *nonce, Py_buffer *data, Py_buffer *aad) {
+    static char *names[] = {"nonce", "data", "associated_data", NULL};
     PyObject *aad_obj;
-    if (!PyArg_ParseTuple(args, "y*y*O", nonce, data, &aad_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*O", names, nonce, data, &aad_obj))
         return -1;
     aad->obj = NULL;
     aad->buf = NULL;
@@ -308,9 +309,9 @@ static void release3(Py_buffer *a, Py_buffer *b, Py_buffer *c) {
         PyBuffer_Release(c);
 }
 
-static PyObject *Aead_encrypt(Aead *self, PyObject *args) {
+static PyObject *Aead_encrypt(Aead *self, PyObject *args, PyObject *kwds) {
     Py_buffer nonce, data, aad;
-    if (aead_args(args, &nonce, &data, &aad) < 0)
+    if (aead_args(args, kwds, &nonce, &data, &aad) < 0)
         return NULL;
     PyObject *out = PyBytes_FromStringAndSize(NULL, data.len + TAG_LEN);
     if (out != NULL && seal_into(self->enc, nonce.buf, aad.buf, (int)aad.len, data.buf, (int)data.len,
@@ -322,9 +323,9 @@ static PyObject *Aead_encrypt(Aead *self, PyObject *args) {
     return out;
 }
 
-static PyObject *Aead_decrypt(Aead *self, PyObject *args) {
+static PyObject *Aead_decrypt(Aead *self, PyObject *args, PyObject *kwds) {
     Py_buffer nonce, data, aad;
-    if (aead_args(args, &nonce, &data, &aad) < 0)
+    if (aead_args(args, kwds, &nonce, &data, &aad) < 0)
         return NULL;
     PyObject *out = NULL;
     if (data.len < TAG_LEN)
@@ -576,9 +577,9 @@ static PyObject *Aead_open_run(Aead *self, PyObject *args) {
 }
 
 static PyMethodDef Aead_methods[] = {
-    {"encrypt", (PyCFunction)Aead_encrypt, METH_VARARGS,
+    {"encrypt", (PyCFunction)(void (*)(void))Aead_encrypt, METH_VARARGS | METH_KEYWORDS,
      "encrypt(nonce, data, associated_data) -> ciphertext || tag (as cryptography's)."},
-    {"decrypt", (PyCFunction)Aead_decrypt, METH_VARARGS,
+    {"decrypt", (PyCFunction)(void (*)(void))Aead_decrypt, METH_VARARGS | METH_KEYWORDS,
      "decrypt(nonce, data, associated_data) -> plaintext; raises cryptography's InvalidTag."},
     {"seal_batch", (PyCFunction)Aead_seal_batch, METH_VARARGS,
      "seal_batch(packets, kind, tag, own_flags, session_id, counter) -> datagrams (Rule 2)."},

@@ -55,6 +55,7 @@ def test_aead_encrypts_and_decrypts_as_cryptography_does(cipher, key, nonce, dat
     sealed = theirs.encrypt(nonce, data, aad)
     assert ours.encrypt(nonce, data, aad) == sealed
     assert ours.decrypt(nonce, sealed, aad) == data == theirs.decrypt(nonce, ours.encrypt(nonce, data, aad), aad)
+    assert ours.decrypt(nonce=nonce, data=sealed, associated_data=aad) == data
 
 
 @native_only
