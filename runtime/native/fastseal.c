@@ -458,29 +458,31 @@ static PyObject *seal_one(Aead *self, Header *h, PyObject *item) {
     return out;
 }
 
-static PyObject *Aead_seal_batch(Aead *self, PyObject *args) {
-    PyObject *packets, *kind, *tag, *own, *session, *counter;
-    Header h;
-    if (!PyArg_ParseTuple(args, "O!OOOOO:seal_batch", &PyList_Type, &packets, &kind, &tag, &own, &session, &counter))
-        return NULL;
-    if (PyList_GET_SIZE(packets) == 0)
-        return PyList_New(0); /* struct.pack never ran: nothing to refuse */
-    if (header_args(kind, tag, own, session, counter, &h) < 0)
-        return NULL;
+static PyObject *seal_all(Aead *self, PyObject *seq, Header *h) {
     PyObject *out = PyList_New(0);
-    if (out == NULL)
-        return NULL;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(packets); i++) {
-        PyObject *item = Py_NewRef(PyList_GET_ITEM(packets, i));
-        PyObject *datagram = seal_one(self, &h, item);
+    for (Py_ssize_t i = 0; out != NULL && i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *item = Py_NewRef(PySequence_Fast_GET_ITEM(seq, i));
+        PyObject *datagram = seal_one(self, h, item);
         Py_DECREF(item);
-        if (datagram == NULL || PyList_Append(out, datagram) < 0) {
-            Py_XDECREF(datagram);
-            Py_DECREF(out);
-            return NULL;
-        }
-        Py_DECREF(datagram);
+        if (datagram == NULL || PyList_Append(out, datagram) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(datagram);
     }
+    return out;
+}
+
+static PyObject *Aead_seal_batch(Aead *self, PyObject *args) {
+    PyObject *packets, *kind, *tag, *own, *session, *counter, *seq, *out = NULL;
+    Header h;
+    if (!PyArg_ParseTuple(args, "OOOOOO:seal_batch", &packets, &kind, &tag, &own, &session, &counter))
+        return NULL;
+    if ((seq = PySequence_Fast(packets, "seal_batch: packets must be iterable")) == NULL)
+        return NULL;
+    if (PySequence_Fast_GET_SIZE(seq) == 0)
+        out = PyList_New(0); /* struct.pack never ran: nothing to refuse */
+    else if (header_args(kind, tag, own, session, counter, &h) == 0)
+        out = seal_all(self, seq, &h);
+    Py_DECREF(seq);
     return out;
 }
 
@@ -549,31 +551,43 @@ static int open_item(Aead *self, PyObject *item, uint64_t session, int tag, Wind
     return rc;
 }
 
-static PyObject *Aead_open_run(Aead *self, PyObject *args) {
-    PyObject *datagrams, *session_obj, *out;
-    Py_ssize_t i;
-    int tag, first_only;
-    Window *w;
-    uint64_t session;
-    Tally t = {0, 0, 0, 0, 0};
-    if (!PyArg_ParseTuple(args, "O!nOiO!O!p:open_run", &PyList_Type, &datagrams, &i, &session_obj, &tag,
-                          &WindowType, &w, &PyList_Type, &out, &first_only))
-        return NULL;
-    if (i < 0)
-        return PyErr_Format(PyExc_IndexError, "open_run: start %zd is negative", i);
-    if (as_u64(session_obj, &session) < 0)
-        return NULL;
-    while (i < PyList_GET_SIZE(datagrams) && !(first_only && t.authentic)) {
-        PyObject *item = Py_NewRef(PyList_GET_ITEM(datagrams, i));
-        int rc = open_item(self, item, session, tag, w, out, &t);
+/* Opens seq's items from i (Rule 4); where it stopped, or -1 with an exception. */
+static Py_ssize_t open_all(Aead *self, PyObject *seq, Py_ssize_t i, uint64_t session, int tag, Window *w,
+                           PyObject *out, int first_only, Tally *t) {
+    while (i < PySequence_Fast_GET_SIZE(seq) && !(first_only && t->authentic)) {
+        PyObject *item = Py_NewRef(PySequence_Fast_GET_ITEM(seq, i));
+        int rc = open_item(self, item, session, tag, w, out, t);
         Py_DECREF(item);
         if (rc == FAILED)
-            return NULL;
+            return -1;
         if (rc == STOP)
             break;
         i++;
     }
-    return Py_BuildValue("nnnnnO", i, t.authentic, t.bad_type, t.replay, t.auth, t.partial ? Py_True : Py_False);
+    return i;
+}
+
+static PyObject *Aead_open_run(Aead *self, PyObject *args) {
+    PyObject *datagrams, *session_obj, *out, *seq;
+    Py_ssize_t start;
+    int tag, first_only;
+    Window *w;
+    uint64_t session;
+    Tally t = {0, 0, 0, 0, 0};
+    if (!PyArg_ParseTuple(args, "OnOiO!O!p:open_run", &datagrams, &start, &session_obj, &tag, &WindowType, &w,
+                          &PyList_Type, &out, &first_only))
+        return NULL;
+    if (start < 0)
+        return PyErr_Format(PyExc_IndexError, "open_run: start %zd is negative", start);
+    if (as_u64(session_obj, &session) < 0)
+        return NULL;
+    if ((seq = PySequence_Fast(datagrams, "open_run: datagrams must be a sequence")) == NULL)
+        return NULL;
+    Py_ssize_t stop = open_all(self, seq, start, session, tag, w, out, first_only, &t);
+    Py_DECREF(seq);
+    if (stop < 0)
+        return NULL;
+    return Py_BuildValue("nnnnnO", stop, t.authentic, t.bad_type, t.replay, t.auth, t.partial ? Py_True : Py_False);
 }
 
 static PyMethodDef Aead_methods[] = {

@@ -215,6 +215,19 @@ def test_each_path_opens_what_the_other_sealed(cipher, sender_native):
     assert opener.peer_takes_partial  # receivers set FL_TAKES_PARTIAL (takes_partial=True)
 
 
+@native_only
+@pytest.mark.parametrize("cipher", CIPHERS)
+def test_tuples_of_packets_and_datagrams_work_as_lists_do(cipher):
+    """The Python loops take any sequence; so does C (the data path passes lists)."""
+    sealed = []
+    for native in (True, False):
+        sender = receiver(cipher, native)
+        sealed.append(sender.seal_batch(((b"one", 0), (b"two", wire.FL_CONTINUES))))
+    assert sealed[0] == sealed[1]
+    datagrams = tuple(forge(cipher, s) for s in in_order(1, range(3)) + in_order(2, range(2)))
+    assert_open_agrees(cipher, [datagrams, datagrams])  # type: ignore[list-item]
+
+
 # ---- replay window ------------------------------------------------------------------------
 
 window_ops = st.lists(st.tuples(st.sampled_from(["check", "update", "accept"]),
