@@ -7,6 +7,10 @@ side and cached by content.
 Rule 1: the cache key covers the runtime's source and the target Python, so a change to
 the runtime ships a new wheel and an unchanged one is reused.
 Rule 2: hosts install with `pip --no-index --find-links`: they never reach a registry.
+Rule 3: the native data path (runtime/_fast*.so, built by setup.py for the operator's Python)
+        ships inside the wheel as it is: a host's CPython loads it only if its name's ABI tag
+        matches (same version, architecture and libc), and runtime/fast.py falls back to the
+        pure-Python path on any ImportError (an older glibc, no libcrypto.so.3).
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ vpn-runtime = "runtime.cli:main"
 
 [tool.setuptools.packages.find]
 include = ["runtime*"]
+
+[tool.setuptools.package-data]
+runtime = ["*.so"]
 """
 
 
@@ -51,9 +58,9 @@ class WheelhouseError(ProvisionError):
 
 
 def shipped_apart(f: Path) -> bool:
-    """Files of runtime/ the wheel leaves out: bytecode, and the native data path (built for
-    the operator's Python; hosts run the pure-Python one, runtime/fast.py)."""
-    return "__pycache__" in f.parts or "native" in f.relative_to(RUNTIME).parts or f.suffix == ".so"
+    """Files of runtime/ the wheel leaves out: bytecode and the C sources.  The native data
+    path's modules go as built here (Rule 3)."""
+    return "__pycache__" in f.parts or "native" in f.relative_to(RUNTIME).parts
 
 
 def source_hash() -> str:
@@ -104,7 +111,7 @@ def _mkdir(p: Path) -> Path:
 
 def _build_runtime_wheel(out: Path) -> None:
     with tempfile.TemporaryDirectory() as src:
-        shutil.copytree(RUNTIME, Path(src) / "runtime", ignore=shutil.ignore_patterns("__pycache__", "*.so", "native"))
+        shutil.copytree(RUNTIME, Path(src) / "runtime", ignore=shutil.ignore_patterns("__pycache__", "native"))
         deps = "[" + ", ".join(f'"{d}"' for d in DEPENDENCIES) + "]"
         (Path(src) / "pyproject.toml").write_text(PYPROJECT.format(dist=DIST, version=version(), deps=deps))
         _pip("wheel", "--no-deps", "-q", "-w", str(out), src)
