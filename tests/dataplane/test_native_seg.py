@@ -6,10 +6,13 @@ under VPN_RUNTIME_NATIVE=require (`invoke test`), where its absence fails."""
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import subprocess
 import sys
+import sysconfig
 import tracemalloc
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -347,3 +350,46 @@ def test_many_calls_leak_nothing() -> None:
     finally:
         tracemalloc.stop()
     assert grown < 64 << 10, f"{grown} bytes still held after 300 rounds"
+
+
+# ---- under AddressSanitizer and UBSan ---------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+SANITIZED = """
+import importlib.util, random, sys
+spec = importlib.util.spec_from_file_location("runtime._fastseg", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+sys.modules["runtime._fastseg"] = module
+import pytest
+from tests.fuzz.engine import Session
+from tests.fuzz.targets_native_seg import NATIVE, TARGETS
+assert NATIVE is module
+failed = pytest.main(["-q", "--capture=sys", "-p", "no:cacheprovider", "-k", "not sanitizer", *sys.argv[2:]])
+found = [f for t in TARGETS for f in Session(t, t.seeds(), random.Random(1)).run(4.0).findings.values()]
+print(*(f"{f.key} {f.data!r}\\n{f.report}" for f in found), sep="\\n")
+sys.exit(failed or len(found))
+"""
+
+
+def _asan() -> str | None:
+    gcc = shutil.which("gcc")
+    lib = subprocess.run([gcc, "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip() if gcc else ""
+    return lib if os.path.isabs(lib) and os.path.exists(lib) else None
+
+
+@needs_native
+@pytest.mark.skipif(_asan() is None, reason="no gcc with AddressSanitizer here")
+def test_differential_tests_and_fuzz_targets_pass_under_sanitizers(tmp_path: Path) -> None:
+    """fastseg.c built with -fsanitize=address,undefined, every Python allocation through
+    malloc (so ASan sees each object's bounds): the tests above and both fuzz targets."""
+    so = tmp_path / "_fastseg.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                    "-fno-omit-frame-pointer", f"-I{sysconfig.get_paths()['include']}",
+                    str(ROOT / "runtime/native/fastseg.c"), "-o", str(so)], check=True)
+    env = {**os.environ, "LD_PRELOAD": _asan(), "PYTHONMALLOC": "malloc", "ASAN_OPTIONS": "detect_leaks=0",
+           "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1", "VPN_RUNTIME_NATIVE": "1", "PYTHONPATH": str(ROOT)}
+    tests = [str(ROOT / "tests/dataplane" / f) for f in ("test_native_seg.py", "test_segment.py", "test_coalesce.py")]
+    run = subprocess.run([sys.executable, "-c", SANITIZED, str(so), *tests], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
