@@ -527,14 +527,10 @@ fail:
     return NULL;
 }
 
-/* one (packet, flags) pair, or -1 with TypeError */
-static int snapshot_item(PyObject *pairobj, Item *it)
+/* the packet (a strong reference, as bytes) and the flags of one pair held by `pair` */
+static int take_pair(PyObject *pair, Item *it)
 {
-    if (!PyTuple_Check(pairobj) || PyTuple_GET_SIZE(pairobj) != 2) {
-        PyErr_SetString(PyExc_TypeError, "plan: each item is a (packet, flags) tuple");
-        return -1;
-    }
-    PyObject *packet = PyTuple_GET_ITEM(pairobj, 0), *flags = PyTuple_GET_ITEM(pairobj, 1);
+    PyObject *packet = PyTuple_GET_ITEM(pair, 0), *flags = PyTuple_GET_ITEM(pair, 1);
     if (!PyLong_Check(flags)) {
         PyErr_SetString(PyExc_TypeError, "plan: flags must be an int");
         return -1;
@@ -543,8 +539,7 @@ static int snapshot_item(PyObject *pairobj, Item *it)
     if (it->flags == (unsigned long)-1 && PyErr_Occurred())
         return -1;
     if (PyBytes_Check(packet)) {
-        Py_INCREF(packet);
-        it->obj = packet;
+        it->obj = Py_NewRef(packet);
     } else if (PyObject_CheckBuffer(packet)) {
         it->obj = PyBytes_FromObject(packet);
         if (it->obj == NULL)
@@ -556,6 +551,21 @@ static int snapshot_item(PyObject *pairobj, Item *it)
     it->p = (const uint8_t *)PyBytes_AS_STRING(it->obj);
     it->n = PyBytes_GET_SIZE(it->obj);
     return 0;
+}
+
+/* one (packet, flags) pair, a tuple or any pair Python unpacks; -1 with an exception */
+static int snapshot_item(PyObject *item, Item *it)
+{
+    PyObject *pair = PyTuple_CheckExact(item) ? Py_NewRef(item) : PySequence_Tuple(item);
+    if (pair == NULL)
+        return -1;
+    int failed = -1;
+    if (PyTuple_GET_SIZE(pair) != 2)
+        PyErr_SetString(PyExc_TypeError, "plan: each item is a (packet, flags) pair");
+    else
+        failed = take_pair(pair, it);
+    Py_DECREF(pair);
+    return failed;
 }
 
 static PyObject *m_plan(PyObject *Py_UNUSED(module), PyObject *arg)

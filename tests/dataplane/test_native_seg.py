@@ -310,9 +310,16 @@ def test_a_packet_too_short_for_the_tcp_fields_is_not_taken() -> None:
 
 @needs_native
 def test_plan_refuses_what_is_not_a_list_of_packet_flag_pairs() -> None:
-    for bad in ([(b"x", 0), (b"y",)], [(b"x", "0")], [("x", 1)], 7):
+    for bad in ([(b"x", 0), (b"y",)], [(b"x", "0")], [("x", 1)], [7], 7):
         with pytest.raises(TypeError):
             NATIVE.plan(bad)
+
+
+def test_plan_takes_any_sequence_of_pairs_as_python_does() -> None:
+    frame, _ = tso_frame(6, 1, DATA[:3000], 1000)
+    items = segment.py_split(frame)
+    assert agree_plan(tuple(list(pair) for pair in items)) == agree_plan(items)
+    assert agree_plan([(bytearray(p), f) for p, f in items]) == agree_plan(items)
 
 
 # ---- the module itself ------------------------------------------------------------------
