@@ -97,10 +97,15 @@ static int as_u64(PyObject *obj, uint64_t *out) {
 static int counter_arg(PyObject *obj, uint64_t *out) {
     if (as_u64(obj, out) == 0)
         return 1;
-    if (!PyErr_ExceptionMatches(PyExc_OverflowError) || !PyLong_Check(obj) || _PyLong_Sign(obj) < 0)
+    if (!PyErr_ExceptionMatches(PyExc_OverflowError) || !PyLong_Check(obj))
         return -1;
     PyErr_Clear();
-    return 0;
+    PyObject *zero = PyLong_FromLong(0);
+    int negative = zero != NULL ? PyObject_RichCompareBool(obj, zero, Py_LT) : -1;
+    Py_XDECREF(zero);
+    if (negative == 1)
+        PyErr_SetString(PyExc_OverflowError, "ReplayWindow: a counter is never negative");
+    return negative ? -1 : 0;
 }
 
 static PyObject *Window_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
