@@ -12,6 +12,7 @@ import subprocess
 import sys
 import sysconfig
 import tracemalloc
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from runtime.proto.checksum import TCP, UDP, ipv4_header_checksum
 from runtime.proto.wire import FL_CONTINUES, FL_CSUM_PARTIAL
 from tests.dataplane.packets import ACK, DST4, DST6, SRC4, SRC6, payload, tso_frame, with_partial
 
+ROOT = Path(__file__).resolve().parents[2]
 NATIVE = segment.NATIVE
 needs_native = pytest.mark.skipif(NATIVE is None, reason="runtime._fastseg is not built (or VPN_RUNTIME_NATIVE=0)")
 DATA = payload(70000)
@@ -332,9 +334,9 @@ def test_the_native_module_is_used_when_required() -> None:
 
 
 def test_vpn_runtime_native_0_runs_the_python_reference() -> None:
-    code = "from runtime import coalesce, segment; print(segment.split is segment.py_split, coalesce.plan is coalesce.py_plan)"
+    code = "from runtime import coalesce as c, segment as s; print(s.split is s.py_split, c.plan is c.py_plan)"
     env = {**os.environ, "VPN_RUNTIME_NATIVE": "0"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True"]
 
 
@@ -361,7 +363,6 @@ def test_many_calls_leak_nothing() -> None:
 
 # ---- under AddressSanitizer and UBSan ---------------------------------------------------
 
-ROOT = Path(__file__).resolve().parents[2]
 SANITIZED = """
 import importlib.util, random, sys
 spec = importlib.util.spec_from_file_location("runtime._fastseg", sys.argv[1])
@@ -379,9 +380,12 @@ sys.exit(failed or len(found))
 """
 
 
+@cache
 def _asan() -> str | None:
-    gcc = shutil.which("gcc")
-    lib = subprocess.run([gcc, "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip() if gcc else ""
+    """The AddressSanitizer runtime gcc links against, if there is one."""
+    if shutil.which("gcc") is None:
+        return None
+    lib = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
     return lib if os.path.isabs(lib) and os.path.exists(lib) else None
 
 
