@@ -234,12 +234,13 @@ def targets_lines(found: Sequence[Target]) -> list[str]:
 def micro_lines(micro: Sequence[Record]) -> list[str]:
     if not micro:
         return []
-    lines = ["## Data channel microbenchmark (pure Python, one core, no I/O)", "",
-             "| cipher | packet bytes | seal µs/packet | open µs/packet | packets × repeats |", "|---|---|---|---|---|"]
+    lines = ["## Data channel microbenchmark (one core, no I/O; native = runtime/native, python = the reference)",
+             "", "| path | cipher | packet bytes | seal µs/packet | open µs/packet | packets × repeats |",
+             "|---|---|---|---|---|---|"]
     for r in micro:
         seal, open_ = stat(r.get("seal_us", [])), stat(r.get("open_us", []))
         cells = [s.cell("{:.2f}") if s else "—" for s in (seal, open_)]
-        lines.append(f"| {r['cipher']} | {r['size']} | {cells[0]} | {cells[1]} | "
+        lines.append(f"| {r.get('path', 'python')} | {r['cipher']} | {r['size']} | {cells[0]} | {cells[1]} | "
                      f"{r.get('packets')} × {len(r.get('seal_us', []))} |")
     return lines + [""]
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from runtime.proto import checksum, messages
@@ -30,7 +31,8 @@ from runtime.proto.faults import ProtocolViolation
 from runtime.proto.keys import derive
 from runtime.proto.timers import Liveness, earliest
 from runtime.proto.stats import SessionStats, Traffic
-from runtime.proto.wire import DG_KEEPALIVE, F_BYE, F_DATA, F_KEEPALIVE, FL_CSUM_PARTIAL, MAX_BODY, stray_reason
+from runtime.proto.wire import (DG_KEEPALIVE, F_BYE, F_DATA, F_KEEPALIVE, FL_CSUM_PARTIAL, HEADER_LEN, MAX_BODY, TAG_LEN,
+                                 stray_reason)
 
 HANDSHAKING = "handshaking"  # TLS running
 WAITING = "waiting"  # TLS up and peer accepted; hello/welcome not yet done
@@ -38,6 +40,8 @@ ESTABLISHED = "established"
 CLOSED = "closed"
 
 Handler = Callable[[Any, float], None]
+SEAL_OVERHEAD = HEADER_LEN + TAG_LEN  # a datagram's bytes beyond the packet it carries
+_first = itemgetter(0)
 
 
 class Peer:
@@ -163,7 +167,7 @@ class Peer:
             self.flush()
         if out:
             self.live.last_sent = now
-            self.traffic.sent(sum(len(p) for p, _ in packets[:len(out)]), len(out))
+            self.traffic.sent(sum(map(len, out)) - SEAL_OVERHEAD * len(out), len(out))
         return out
 
     def complete_partials(self, packets: list[tuple[bytes, int]]) -> list[tuple[bytes, int]]:
@@ -203,7 +207,7 @@ class Peer:
         if out:
             if not self.takes_partial:
                 out = self.complete_partials(out)
-            self.traffic.received(sum(len(p) for p, _ in out), len(out))
+            self.traffic.received(sum(map(len, map(_first, out))), len(out))
         return out, stop, authentic > 0
 
     def completed(self, packet: bytes) -> bytes | None:
