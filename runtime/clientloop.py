@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from runtime import ctl, undo
+from runtime import ctl, evloop, undo
 from runtime.bundle import Bundle
 from runtime.clientsys import (
     FWMARK, IFNAME, Settings, Target, configure_tunnel, engage_kill_switch, kill_switch, resolve, same_network,
@@ -269,9 +269,7 @@ class Client:
 
     async def timer(self) -> None:
         while True:
-            deadline = self.core.next_deadline() if self.core else None
-            delay = 1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-            await asyncio.sleep(min(delay, 1.0))
+            await evloop.sleep_until(self.core.next_deadline() if self.core else None)
             if self.core is None:
                 return
             self.core.handle_timer(time.monotonic())
