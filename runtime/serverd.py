@@ -146,10 +146,10 @@ class ServerDaemon:
 
     async def tick(self) -> None:
         """The one timer: the core's next deadline, at least once a second (CRL watch)."""
+        deadline = self.core.next_deadline()
         while True:
-            await evloop.sleep_until(self.core.next_deadline(), grain=TIMER_GRAIN)
-            now = time.monotonic()
-            self.core.handle_timer(now)
+            await evloop.sleep_until(deadline, grain=TIMER_GRAIN)
+            deadline = self.core.handle_timer(time.monotonic())
             self.outputs.perform(self.core.take_outputs())
             if self.crl_changed():
                 self.reload_crl("file changed")

@@ -169,9 +169,18 @@ class ServerCore:
         return out
 
     # -- timers and outputs ---------------------------------------------------------------
-    def handle_timer(self, now: float) -> None:
+    def handle_timer(self, now: float) -> float | None:
+        """Fire the timers of the sessions whose deadline has come; the next deadline (what
+        next_deadline() says now), found in the same pass over the sessions."""
+        soonest = None
         for session in list(self._conns.values()):
-            session.on_timer(now)
+            deadline = session.deadline()
+            if deadline is not None and deadline <= now:
+                session.on_timer(now)
+                deadline = session.deadline()
+            if deadline is not None and (soonest is None or deadline < soonest):
+                soonest = deadline
+        return soonest
 
     def next_deadline(self) -> float | None:
         return earliest(*(session.deadline() for session in self._conns.values()))

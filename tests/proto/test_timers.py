@@ -73,3 +73,15 @@ def test_no_deadline_busy_loop_before_the_endpoint_is_known(net, connect):
     deadline = net.server.next_deadline()
     assert deadline is not None and deadline > net.now  # the server cannot keepalive yet
     assert not any(isinstance(o, SendDatagram) for o in net.server.take_outputs())
+
+
+def test_the_server_timer_pass_fires_only_due_sessions_and_names_the_next_deadline(net, connect, bob):
+    connect(net)
+    net.now += 4
+    connect(net, cert=bob, addr=("198.51.100.8", 40000))
+    net.now += 6.05  # the server's keepalive to the first client is due, to the second not yet
+    server = net.server
+    deadline = server.handle_timer(net.now)
+    sent = [o for o in server.take_outputs() if type(o) is SendDatagram]
+    assert [(o.addr, HEADER.unpack_from(o.data)[0]) for o in sent] == [(("198.51.100.7", 40000), DG_KEEPALIVE)]
+    assert deadline == server.next_deadline() and net.now < deadline <= net.now + 4
