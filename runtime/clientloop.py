@@ -28,8 +28,7 @@ from runtime.clientsys import (
     FWMARK, IFNAME, Settings, Target, configure_tunnel, engage_kill_switch, kill_switch, resolve, same_network,
 )
 from runtime.errors import ConnectFailed, HandshakeRefused, VpnError
-from runtime.gso import MAX_SEGMENTS
-from runtime.iobase import BATCH, Outputs, Receiver, StreamConn, inner_packets, set_buffers
+from runtime.iobase import Outputs, Receiver, StreamConn, set_buffers
 from runtime.netconf import mark_socket
 from runtime.proto import tls
 from runtime.proto.client import ClientCore
@@ -287,25 +286,16 @@ class Client:
             self.on_tun()  # what the kernel answered at once (TCP ACKs) leaves in this wakeup
 
     def on_tun(self) -> None:
-        core, now, groups, count = self.core, time.monotonic(), [], 0
-        vnet_hdr = self.tun.vnet_hdr
-        for _ in range(BATCH):
-            frame = self.tun.read()
-            if frame is None:
-                break
+        core, now = self.core, time.monotonic()
+
+        def seal(segments: list) -> tuple[None, list[bytes]] | None:
             if core is None:
-                continue  # reconnecting: the packet is dropped, never sent outside
-            segments = inner_packets(frame, vnet_hdr)
-            sealed = core.seal_segments(segments, now) if segments else None
-            if sealed:
-                groups.append((None, sealed))
-                count += len(sealed)
-                if count >= MAX_SEGMENTS:
-                    self.outputs.send_groups(groups)
-                    groups, count = [], 0
-        if core is not None:
-            self.outputs.send_groups(groups)
-            self.pump()
+                return None  # reconnecting: the packet is dropped, never sent outside
+            sealed = core.seal_segments(segments, now)
+            return (None, sealed) if sealed else None
+
+        self.outputs.seal_tun_reads(seal)
+        self.pump()
 
     def pump(self) -> None:
         if self.core is None:

@@ -12,11 +12,11 @@ super-packets (runtime/coalesce.py); a TUN without one gets one complete packet 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import os
 import socket
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runtime import gso, vnet
@@ -31,13 +31,6 @@ BATCH = 64  # reads drained per wakeup, from the TUN and from the UDP socket
 MAX_DATAGRAMS = 256  # datagrams received per wakeup (GRO gives up to 64 per read)
 MAX_DRAIN_BYTES = 512 << 10  # bytes received per wakeup (a GRO read holds up to 64 KiB)
 SOCKET_BUFFER = 4 << 20
-
-
-def outside_loop(fn, *args):
-    """Run `fn` in a thread of its own and wait for it: pyroute2's synchronous API runs an
-    event loop of its own, which cannot nest inside ours (system setup only, never per packet)."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(fn, *args).result()
 
 
 def inner_packets(frame: bytes, vnet_hdr: bool) -> list[Segment]:
@@ -118,6 +111,25 @@ class Outputs:
         """Send (address or None, datagrams) groups, each what one seal call gave, in GSO runs."""
         if groups:
             self.sender.send_groups(groups)  # type: ignore[union-attr]
+
+    def seal_tun_reads(self, seal: Callable[[list[Segment]], gso.Group | None]) -> None:
+        """Drain up to BATCH reads from the TUN: `seal` makes each read's packets one group (None:
+        nothing to send), and the groups leave in GSO sends of about MAX_SEGMENTS datagrams."""
+        tun, groups, count = self.tun, [], 0
+        vnet_hdr = tun.vnet_hdr  # type: ignore[attr-defined]
+        for _ in range(BATCH):
+            frame = tun.read()  # type: ignore[attr-defined]
+            if frame is None:
+                break
+            segments = inner_packets(frame, vnet_hdr)
+            group = seal(segments) if segments else None
+            if group is not None:
+                groups.append(group)
+                count += len(group[1])
+                if count >= gso.MAX_SEGMENTS:
+                    self.send_groups(groups)
+                    groups, count = [], 0
+        self.send_groups(groups)
 
     def write_tun_many(self, items: list[tuple[bytes, int]]) -> None:
         """Write received (packet, FL_INNER flags) pairs to the TUN, in order (Rule 3)."""

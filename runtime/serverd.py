@@ -30,8 +30,7 @@ from pathlib import Path
 from runtime import ctl, evloop, serverview
 from runtime.config import DaemonConfig, load_config
 from runtime.errors import ConfigError
-from runtime.gso import MAX_SEGMENTS
-from runtime.iobase import BATCH, Outputs, Receiver, StreamConn, inner_packets, outside_loop, set_buffers
+from runtime.iobase import Outputs, Receiver, StreamConn, set_buffers
 from runtime.proto import identity, tls
 from runtime.proto.events import HandshakeCompleted
 from runtime.proto.server import ServerCore
@@ -114,7 +113,7 @@ class ServerDaemon:
     # -- the loop -------------------------------------------------------------------------
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        self.tun, self.udp = outside_loop(self.open_tun), self.open_udp()
+        self.tun, self.udp = self.open_tun(), self.open_udp()
         self.core.takes_partial = self.tun.vnet_hdr
         self.outputs = Outputs(self.udp, self.tun, self.conns, log)
         self.receiver = Receiver(self.udp)
@@ -164,22 +163,9 @@ class ServerDaemon:
             self.on_tun()  # Rule 4: what the kernel answered at once goes out in this wakeup
 
     def on_tun(self) -> None:
-        now, core, out, groups, count = time.monotonic(), self.core, self.outputs, [], 0
-        vnet_hdr = self.tun.vnet_hdr
-        for _ in range(BATCH):
-            frame = self.tun.read()
-            if frame is None:
-                break
-            segments = inner_packets(frame, vnet_hdr)
-            group = core.seal_group(segments, now) if segments else None
-            if group is not None:
-                groups.append(group)
-                count += len(group[1])
-                if count >= MAX_SEGMENTS:
-                    out.send_groups(groups)
-                    groups, count = [], 0
-        out.send_groups(groups)
-        out.perform(core.take_outputs())
+        now, core = time.monotonic(), self.core
+        self.outputs.seal_tun_reads(lambda segments: core.seal_group(segments, now))
+        self.outputs.perform(core.take_outputs())
 
     async def on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         source = (writer.get_extra_info("peername") or ("?",))[0]

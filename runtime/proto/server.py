@@ -92,17 +92,13 @@ class ServerCore:
         """(datagram, client endpoint) for a packet read from the TUN, routed by its
         destination; None when dropped or when it left in a SendStream (TCP transport).
         `flags`: the packet's FL_INNER bits (runtime/segment.py)."""
-        sealed = self.seal_segments([(packet, flags)], now)
-        return sealed[0] if sealed else None
-
-    def seal_segments(self, segments: list[tuple[bytes, int]], now: float) -> list[tuple[bytes, Address]]:
-        """seal_packet for the (packet, flags) segments of one TUN read: they share one IP
-        header, so they are routed once, by the first one's destination."""
-        group = self.seal_group(segments, now)
-        return [(datagram, group[0]) for datagram in group[1]] if group else []
+        group = self.seal_group([(packet, flags)], now)
+        return (group[1][0], group[0]) if group else None
 
     def seal_group(self, segments: list[tuple[bytes, int]], now: float) -> tuple[Address, list[bytes]] | None:
-        """seal_segments as (client endpoint, datagrams): what one UDP GSO send can carry."""
+        """(client endpoint, datagrams) for the (packet, flags) segments of one TUN read, or
+        None when dropped: they share one IP header, so they are routed once, by the first
+        one's destination."""
         session = self._by_addr.get(destination(segments[0][0]))  # type: ignore[arg-type]
         if session is None:
             self.drops["no-route"] += len(segments)

@@ -49,12 +49,18 @@ def test_a_vnet_tun_gets_one_gso_write_per_run_and_a_plain_one_gets_packets():
     assert inner_packets(plain, False) == [(plain, 0)]
 
 
-def test_datagrams_leave_in_order_and_arrive_split_again():
+def udp_pair() -> tuple[socket.socket, socket.socket]:
+    """(receiving socket, sending socket connected to it) on loopback."""
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("127.0.0.1", 0))
     rx.setblocking(False)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx.connect(rx.getsockname())
+    return rx, tx
+
+
+def test_datagrams_leave_in_order_and_arrive_split_again():
+    rx, tx = udp_pair()
     out = Outputs(tx, None, {}, logging.getLogger("test"))
     sent = [bytes([i]) * 1400 for i in range(70)] + [b"short", b"x" * 1400]
     out.send_groups([(None, sent[:40]), (None, sent[40:])])
@@ -62,3 +68,27 @@ def test_datagrams_leave_in_order_and_arrive_split_again():
     while len(got) < len(sent) and select.select([rx], [], [], 2)[0]:
         got += [d for _, run in receiver.receive() for d in run]
     assert got == sent and not out.errors
+
+
+@dataclass
+class ReadTun:
+    """Frames to read, then nothing (a drained non-blocking TUN)."""
+
+    frames: list[bytes]
+    vnet_hdr: bool = False
+
+    def read(self) -> bytes | None:
+        return self.frames.pop(0) if self.frames else None
+
+
+def test_tun_reads_are_sealed_a_group_each_and_leave_in_order_in_gso_sends():
+    rx, tx = udp_pair()
+    frames = [bytes([i]) * 700 for i in range(100)]  # more reads than one drain takes
+    tun = ReadTun(list(frames))
+    out = Outputs(tx, tun, {}, logging.getLogger("test"))
+    out.seal_tun_reads(lambda segments: None if segments[0][0][0] % 7 == 0 else (None, [p for p, _ in segments] * 2))
+    sent = [f for f in frames[:64] if f[0] % 7]  # BATCH reads; each 7th sealed to nothing
+    receiver, got = Receiver(rx), []
+    while select.select([rx], [], [], 0.5)[0]:
+        got += [d for _, run in receiver.receive() for d in run]
+    assert got == [f for f in sent for _ in range(2)] and len(tun.frames) == 36 and not out.errors
