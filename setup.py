@@ -24,7 +24,8 @@ class OptionalBuildExt(build_ext):
 
 setup(
     ext_modules=[
-        Extension("runtime._fastseal", ["runtime/native/fastseal.c"], libraries=["crypto"],
+        Extension("runtime._fastseal", ["runtime/native/fastseal.c"], depends=["runtime/native/fastpath.c"],
+                  libraries=["crypto"],
                   extra_compile_args=CFLAGS),
         Extension("runtime._fastseg", ["runtime/native/fastseg.c"], extra_compile_args=CFLAGS),
     ],

@@ -5,6 +5,8 @@ timer) and performs what it returns; it makes no protocol decision.
 Rule 2: a session that fails or dies is replaced by a new one, with exponential backoff
 (0.5 s doubling to 30 s), trying the bundle's servers in order.  The TUN, routes and
 kill switch stay as they are meanwhile, so nothing leaks while reconnecting.
+Rule 4: where it can (runtime/fastpath.py), each session's UDP and TUN wakeups run in a C
+Path, which hands the core what is off its happy path; `pump` pushes what changed to it.
 Rule 3: a refusal on the very first connect (wrong pin, revoked, ...) ends `up` with that
 reason; later refusals are logged and retried (the operator may fix the server).
 """
@@ -22,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from runtime import ctl, evloop, undo
+from runtime import ctl, evloop, fastpath, undo
 from runtime.bundle import Bundle
 from runtime.clientsys import (
     FWMARK, IFNAME, Settings, Target, configure_tunnel, engage_kill_switch, kill_switch, resolve, same_network,
@@ -64,6 +66,9 @@ class Client:
         self.connected_once = False
         self.udp: socket.socket | None = None
         self.conns: dict[int, StreamConn] = {}
+        self.path = None  # Rule 4: this session's C Path
+        self.sync = fastpath.Sync()
+        self.read_udp = self.on_udp
 
     # -- lifecycle ------------------------------------------------------------------------
     async def run(self) -> int:
@@ -97,7 +102,7 @@ class Client:
         self.control = await ctl.serve(ctl.CLIENT_SOCKET, self.on_control)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        loop.add_reader(self.tun.fileno(), self.on_tun)
+        loop.add_reader(self.tun.fileno(), self.path.on_tun if self.path is not None else self.on_tun)
 
     async def first_session(self) -> None:
         errors = []
@@ -162,6 +167,7 @@ class Client:
         config = ClientConfig(ep.name, ep.pin, self.settings.transport, (self.bundle.tunnel.cipher,))
         self.core = ClientCore(config, tls.client_context(self.creds))
         self.core.takes_partial = self.tun.vnet_hdr
+        self.core.on_change = self.sync.mark
         self.open_udp(target)
         reader, writer = await self.open_tcp(target)
         self.conns = {0: StreamConn(writer)}
@@ -188,7 +194,14 @@ class Client:
         udp.setblocking(False)
         self.udp = udp
         self.receiver = Receiver(udp)
-        asyncio.get_running_loop().add_reader(udp.fileno(), self.on_udp)
+        loop = asyncio.get_running_loop()
+        self.read_udp = self.on_udp
+        if fastpath.usable(self.tun):
+            self.path = fastpath.make(udp, self.tun, client=True, slow_udp=self.slow_udp,
+                                      slow_deliver=lambda *_: False, slow_tun=self.slow_tun, settle=self.pump)
+            self.read_udp = self.path.on_udp
+            loop.add_reader(self.tun.fileno(), self.path.on_tun)
+        loop.add_reader(udp.fileno(), self.read_udp)
 
     async def open_tcp(self, target: Target):
         family = socket.AF_INET6 if ":" in target.ip else socket.AF_INET
@@ -214,7 +227,7 @@ class Client:
         fd = self.udp.fileno()
 
         def on_udp_first() -> None:
-            self.on_udp()
+            self.read_udp()
             if self.traffic_seen() and not seen.done():
                 seen.set_result(None)
 
@@ -223,13 +236,20 @@ class Client:
             await asyncio.wait([seen, self.ended], timeout=CONNECT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if self.udp is not None and self.udp.fileno() == fd:
-                loop.add_reader(fd, self.on_udp)
+                loop.add_reader(fd, self.read_udp)
         if not seen.done():
             raise SessionEnded(self.ended.result() if self.ended.done()
                                else "no datagram from the server (is its UDP port open?)")
 
     def traffic_seen(self) -> bool:
+        self.absorb()
         return self.core is not None and self.core.live.last_received > self.started
+
+    def absorb(self) -> None:
+        """What this session's Path counted, into the core (runtime/fastpath.py Rule 3)."""
+        core = self.core
+        if self.path is not None and core is not None:
+            fastpath.absorb(self.path, lambda sid: core if sid == core.session_id else None)
 
     def close_session(self) -> None:
         loop = asyncio.get_running_loop()
@@ -240,6 +260,11 @@ class Client:
             loop.remove_reader(self.udp.fileno())
             self.udp.close()
             self.udp = None
+        self.sync.stale.clear()
+        if self.path is not None:
+            self.path = None
+            if self.tun is not None:
+                loop.add_reader(self.tun.fileno(), self.on_tun)  # reconnecting: packets are dropped
         for c in self.conns.values():
             c.writer.close()
         self.conns = {}
@@ -271,6 +296,7 @@ class Client:
             await evloop.sleep_until(self.core.next_deadline() if self.core else None)
             if self.core is None:
                 return
+            self.absorb()
             self.core.handle_timer(time.monotonic())
             self.pump()
 
@@ -297,6 +323,21 @@ class Client:
         self.outputs.seal_tun_reads(seal)
         self.pump()
 
+    def slow_udp(self, _addr, datagrams: list[bytes]) -> bool:
+        """The Path's datagrams off its happy path: what on_udp does with them."""
+        if self.core is None:
+            return False
+        items = self.core.open_datagrams(datagrams, time.monotonic())
+        self.outputs.write_tun_many(items)
+        return bool(items)
+
+    def slow_tun(self, segments: list) -> tuple[None, list[bytes]] | None:
+        """The Path's TUN reads off its happy path: what on_tun's seal does with them."""
+        if self.core is None:
+            return None
+        sealed = self.core.seal_segments(segments, time.monotonic())
+        return (None, sealed) if sealed else None
+
     def pump(self) -> None:
         if self.core is None:
             return
@@ -312,6 +353,8 @@ class Client:
                 self.outputs.event(out)
             else:
                 self.outputs.perform([out])
+        if self.path is not None:
+            self.sync.push(self.path)
 
     def on_established(self, ev: HandshakeCompleted) -> None:
         if not same_network(self.assignment, ev.assignment):
@@ -363,6 +406,7 @@ class Client:
     def status(self) -> dict:
         from runtime.serverview import session_view
 
+        self.absorb()
         now = time.monotonic()
         stats = self.core.stats(now) if self.core is not None else None
         server = session_view(stats, now) if stats is not None else None

@@ -10,6 +10,9 @@ is also picked up within a second.  Live sessions it revokes end at once.
 Rule 4: after writing received packets to the TUN the loop reads the TUN at once: the
 kernel has often answered already (an echo reply, TCP ACKs), and that answer then leaves
 without another trip through the event loop.
+Rule 6: where it can (runtime/fastpath.py), a C Path runs the UDP and TUN wakeups and
+hands the core what is off its happy path (slow_udp, slow_deliver, slow_tun); after each
+thing the core was fed, the loop performs its outputs and pushes changed sessions to the Path.
 Rule 5: a timer pass walks every session, so deadlines are served in TIMER_GRAIN steps: all
 that fall due in one step share one pass.  With 1000 clients whose keepalives fall due at
 spread-out times, exact timers would make a pass every few milliseconds (half a core);
@@ -27,7 +30,7 @@ import socket
 import time
 from pathlib import Path
 
-from runtime import ctl, evloop, serverview
+from runtime import ctl, evloop, fastpath, serverview
 from runtime.config import DaemonConfig, load_config
 from runtime.errors import ConfigError
 from runtime.iobase import Outputs, Receiver, StreamConn, set_buffers
@@ -77,7 +80,7 @@ class ServerDaemon:
             return 0
         ended = self.core.update_crl(crl, time.monotonic()) if crl is not None else 0
         log.info("CRL reloaded (%s): %d live session(s) ended", why, ended)
-        self.outputs.perform(self.core.take_outputs())
+        self.flush()
         return ended
 
     def crl_changed(self) -> bool:
@@ -117,8 +120,14 @@ class ServerDaemon:
         self.core.takes_partial = self.tun.vnet_hdr
         self.outputs = Outputs(self.udp, self.tun, self.conns, log)
         self.receiver = Receiver(self.udp)
-        loop.add_reader(self.udp.fileno(), self.on_udp)
-        loop.add_reader(self.tun.fileno(), self.on_tun)
+        self.path = None
+        if fastpath.usable(self.tun):  # Rule 6
+            self.sync = fastpath.Sync()
+            self.core.on_change = self.sync.mark
+            self.path = fastpath.make(self.udp, self.tun, client=False, slow_udp=self.slow_udp,
+                                      slow_deliver=self.slow_deliver, slow_tun=self.slow_tun, settle=self.flush)
+        loop.add_reader(self.udp.fileno(), self.path.on_udp if self.path else self.on_udp)
+        loop.add_reader(self.tun.fileno(), self.path.on_tun if self.path else self.on_tun)
         tcp = await asyncio.start_server(self.on_connection, str(self.cfg.listen), self.cfg.control_port,
                                          reuse_address=True)
         control = await ctl.serve(self.cfg.paths.control_socket, self.on_control)
@@ -148,10 +157,36 @@ class ServerDaemon:
         deadline = self.core.next_deadline()
         while True:
             await evloop.sleep_until(deadline, grain=TIMER_GRAIN)
+            self.absorb()
             deadline = self.core.handle_timer(time.monotonic())
-            self.outputs.perform(self.core.take_outputs())
+            self.flush()
             if self.crl_changed():
                 self.reload_crl("file changed")
+
+    def flush(self) -> None:
+        """Perform the core's outputs; push changed sessions to the Path (Rule 6)."""
+        self.outputs.perform(self.core.take_outputs())
+        if self.path is not None:
+            self.sync.push(self.path)
+
+    def absorb(self) -> None:
+        if self.path is not None:
+            fastpath.absorb(self.path, self.core.session)
+
+    # the Path's slow paths (Rule 6): what the Python handlers below do for those datagrams
+    def slow_udp(self, addr, datagrams: list[bytes]) -> bool:
+        items = self.core.open_datagrams(datagrams, addr, time.monotonic())
+        self.outputs.write_tun_many(items)
+        return bool(items)
+
+    def slow_deliver(self, session_id: int, packets: list[tuple[bytes, int]]) -> bool:
+        session = self.core.session(session_id)
+        items = self.core.deliver_many(session, packets, time.monotonic()) if session is not None else []
+        self.outputs.write_tun_many(items)
+        return bool(items)
+
+    def slow_tun(self, segments: list[tuple[bytes, int]]):
+        return self.core.seal_group(segments, time.monotonic())
 
     def on_udp(self) -> None:
         now, core, items = time.monotonic(), self.core, []
@@ -182,6 +217,8 @@ class ServerDaemon:
                     pending = False
                     self.limiter.settled(source)
                 self.outputs.perform(outputs)
+                if self.path is not None:
+                    self.sync.push(self.path)
         except (ConnectionError, OSError):
             pass
         finally:
@@ -189,7 +226,7 @@ class ServerDaemon:
                 self.limiter.settled(source)
             self.conns.pop(conn, None)
             self.core.connection_lost(conn, time.monotonic())
-            self.outputs.perform(self.core.take_outputs())
+            self.flush()
             writer.close()
 
     def admitted(self, source: str, writer: asyncio.StreamWriter) -> bool:
@@ -206,6 +243,7 @@ class ServerDaemon:
 
     async def on_control(self, request: dict) -> dict:
         if request["cmd"] == "status":
+            self.absorb()
             return serverview.status(self, time.monotonic())
         if request["cmd"] == "reload":
             return {"ended": self.reload_crl("requested")}

@@ -37,5 +37,14 @@ def status(daemon: Any, now: float) -> dict[str, Any]:
         "data_port": cfg.data_port,
         "clients": [session_view(s, now) for s in daemon.core.stats(now)],
         "drops": dict(daemon.core.drops),
-        "io_errors": dict(daemon.outputs.errors),
+        "io_errors": io_errors(daemon),
     }
+
+
+def io_errors(daemon: Any) -> dict[str, int]:
+    """The loop's I/O errors, with those of its C Path (runtime/fastpath.py) added."""
+    errors = dict(daemon.outputs.errors)
+    path = getattr(daemon, "path", None)
+    for kind, n in (path.errors.items() if path is not None else ()):
+        errors[kind] = errors.get(kind, 0) + n
+    return errors

@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <openssl/evp.h>
+#include "structmember.h"
 
 #define HEADER_LEN 16
 #define TAG_LEN 16
@@ -192,6 +193,7 @@ typedef struct {
     PyObject_HEAD
     EVP_CIPHER_CTX *enc;
     EVP_CIPHER_CTX *dec;
+    uint64_t counter; /* the next counter to seal under this key (Epoch.counter), 0 when made */
 } Aead;
 
 static PyTypeObject AeadType;
@@ -608,6 +610,12 @@ static PyMethodDef Aead_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyMemberDef Aead_members[] = {
+    {"counter", T_ULONGLONG, offsetof(Aead, counter), 0,
+     "The next counter to seal under this key: the epoch's counter (datachannel.Epoch), shared with Path."},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyTypeObject AeadType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "runtime._fastseal.Aead",
@@ -617,7 +625,13 @@ static PyTypeObject AeadType = {
     .tp_new = Aead_new,
     .tp_dealloc = (destructor)Aead_dealloc,
     .tp_methods = Aead_methods,
+    .tp_members = Aead_members,
 };
+
+/* ---- Path (runtime/native/fastpath.c, part of this translation unit) ------------------ */
+
+#include "fastpath.c"
+
 
 /* ---- module --------------------------------------------------------------------------- */
 
@@ -637,7 +651,8 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__fastseal(void) {
-    if (PyType_Ready(&WindowType) < 0 || PyType_Ready(&AeadType) < 0)
+    if (PyType_Ready(&WindowType) < 0 || PyType_Ready(&AeadType) < 0 || PyType_Ready(&EntryType) < 0
+        || PyType_Ready(&PathType) < 0)
         return NULL;
     if (InvalidTag == NULL && (InvalidTag = attribute_of("cryptography.exceptions", "InvalidTag")) == NULL)
         return NULL;
@@ -648,6 +663,7 @@ PyMODINIT_FUNC PyInit__fastseal(void) {
         return NULL;
     if (PyModule_AddObjectRef(m, "ReplayWindow", (PyObject *)&WindowType) < 0
         || PyModule_AddObjectRef(m, "Aead", (PyObject *)&AeadType) < 0
+        || PyModule_AddObjectRef(m, "Path", (PyObject *)&PathType) < 0
         || PyModule_AddIntConstant(m, "WINDOW", WINDOW) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -19,11 +19,15 @@ Rule 5: the flags byte (authenticated) carries per-packet hints (FL_INNER bits, 
         through to and from the caller) and our FL_TAKES_PARTIAL on every datagram when
         `takes_partial`; the peer's FL_TAKES_PARTIAL, once seen on an authentic datagram,
         sets `peer_takes_partial` for the rest of the session.
+Rule 6: a native epoch keeps its counter in its sealing Aead (`seal.counter`), where a C
+        Path (runtime/fastpath.py) seals too; `on_change` is called after anything a Path
+        copies changes: the sealing epoch, the epochs it opens, `peer_takes_partial`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
 
@@ -49,6 +53,20 @@ class Epoch:
         self.installed_at = now
 
 
+class NativeEpoch(Epoch):
+    """An epoch whose counter lives in its C sealing Aead (Rule 6)."""
+
+    __slots__ = ()
+
+    @property  # type: ignore[override]
+    def counter(self) -> int:
+        return self.seal.counter
+
+    @counter.setter
+    def counter(self, value: int) -> None:
+        self.seal.counter = value
+
+
 class DataChannel:
     """Seals and opens one session's datagrams; see the module rules."""
 
@@ -69,13 +87,18 @@ class DataChannel:
         self.exhausted = False
         self._reject = limits.reject_packets
         self._by_tag: dict[int, Epoch] = {}
+        self.on_change: Callable[[], None] | None = None  # Rule 6
+
+    def changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def install(self, number: int, seal_key: bytes, open_key: bytes, now: float, *, active: bool) -> None:
         """Add epoch `number`; seal with it now if `active`, else once the peer uses it."""
         native = self.native
         window = (ReplayWindow if native else PythonReplayWindow)(RECEIVE_LIMIT)
-        epoch = Epoch(number, make_aead(self.cipher, seal_key, native=native),
-                      make_aead(self.cipher, open_key, native=native), window, now)
+        epoch = (NativeEpoch if native else Epoch)(number, make_aead(self.cipher, seal_key, native=native),
+                                                   make_aead(self.cipher, open_key, native=native), window, now)
         self._by_tag[epoch.tag] = epoch
         self.pending = epoch
         if active or self.current is None:
@@ -90,12 +113,14 @@ class DataChannel:
         self.previous, self.current, self.pending = self.current, self.pending, None
         self.previous_until = now + self.limits.old_key_grace
         self.exhausted = False
+        self.changed()
 
     def expire(self, now: float) -> None:
         """Forget the previous epoch once its grace period has passed."""
         if self.previous is not None and now >= self.previous_until:
             self._by_tag.pop(self.previous.tag, None)
             self.previous = None
+            self.changed()
 
     def seal(self, kind: int, payload: bytes, flags: int = 0) -> bytes | None:
         """The datagram carrying `payload`, or None when the key is used up (never wraps)."""
@@ -177,8 +202,9 @@ class DataChannel:
                 drops["auth"] += 1
                 continue
             window.update(counter)
-            if flags & FL_TAKES_PARTIAL:
+            if flags & FL_TAKES_PARTIAL and not self.peer_takes_partial:
                 self.peer_takes_partial = True
+                self.changed()
             if epoch is self.pending:
                 self.activate(now)
             authentic += 1
@@ -205,7 +231,9 @@ class DataChannel:
             stop, opened, *counts, partial = epoch.open.open_run(datagrams, i, sid, epoch.tag, epoch.window, out,
                                                                    pending)
             self._count_native_drops(*counts)
-            self.peer_takes_partial = self.peer_takes_partial or partial
+            if partial and not self.peer_takes_partial:
+                self.peer_takes_partial = True
+                self.changed()
             if opened and pending:
                 self.activate(now)
             authentic += opened

@@ -64,6 +64,27 @@ class Peer:
         self.rekey_after = 0
         self.handlers: dict[tuple[str, int], Handler] = {}
         self.takes_partial = False  # our TUN takes partial checksums (set before establish)
+        self.on_change: Callable[[Peer], None] | None = None  # what a C Path copies changed
+
+    def changed(self) -> None:
+        """Tell the loop that what a C Path holds of this session changed (runtime/fastpath.py):
+        state, epochs, endpoint."""
+        if self.on_change is not None:
+            self.on_change(self)
+
+    def absorb(self, rx_bytes: int, rx_packets: int, tx_bytes: int, tx_packets: int,
+               last_rx: float, last_tx: float) -> None:
+        """Take the counters and times a C Path gathered (Path.drain)."""
+        t = self.traffic
+        t.rx_bytes += rx_bytes
+        t.rx_packets += rx_packets
+        t.tx_bytes += tx_bytes
+        t.tx_packets += tx_packets
+        live = self.live
+        if last_rx > live.last_received:
+            live.last_received = last_rx
+        if last_tx > live.last_sent:
+            live.last_sent = last_tx
 
     # -- control stream ------------------------------------------------------------------
     def receive_stream(self, data: bytes, now: float) -> None:
@@ -133,12 +154,14 @@ class Peer:
         else:
             self.out.append(HandshakeFailed(reason, self.conn))
         self.on_closed(now)
+        self.changed()
 
     # -- keys -----------------------------------------------------------------------------
     def establish(self, session_id: int, cipher: str, limits: Limits, keepalive: float, dead_after: float,
                   now: float) -> None:
         self.session_id = session_id
         self.data = DataChannel(session_id, cipher, limits, self.drops, self.takes_partial)
+        self.data.on_change = self.changed
         self.live = Liveness(keepalive, dead_after, now)
         self.rekey_after = limits.rekey_packets
         self.state = ESTABLISHED

@@ -17,13 +17,14 @@ from __future__ import annotations
 import secrets
 import ssl
 from collections import Counter
+from collections.abc import Callable
 
 from cryptography import x509
 
 from runtime.proto.config import AddressPolicy, ServerConfig, TunnelAssignment
 from runtime.proto.events import Address, Output, SendDatagram
 from runtime.proto.packets import destination
-from runtime.proto.peer import ESTABLISHED
+from runtime.proto.peer import ESTABLISHED, Peer
 from runtime.proto.session import ServerSession
 from runtime.proto.stats import SessionStats
 from runtime.proto.timers import earliest
@@ -45,11 +46,17 @@ class ServerCore:
         self._by_id: dict[int, ServerSession] = {}
         self._by_addr: dict[bytes, ServerSession] = {}
         self.takes_partial = False  # the TUN takes partial checksums (vnet header): set before sessions
+        self.on_change: Callable[[Peer], None] | None = None  # given to each session (Peer.changed)
         self.last_flags = 0  # FL_INNER bits of the packet open_datagram last returned
 
     # -- control connections --------------------------------------------------------------
     def connection_made(self, conn: int, now: float) -> None:
-        self._conns[conn] = ServerSession(conn, self, now)
+        session = self._conns[conn] = ServerSession(conn, self, now)
+        session.on_change = self.on_change
+
+    def session(self, session_id: int) -> ServerSession | None:
+        """The established session of that id, if any."""
+        return self._by_id.get(session_id)
 
     def receive_stream(self, conn: int, data: bytes, now: float) -> None:
         session = self._conns.get(conn)

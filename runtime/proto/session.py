@@ -131,6 +131,7 @@ class ServerSession(Peer):
         opened, stop, authentic = self.open_run(datagrams, start, now)
         if authentic and addr != self.endpoint:
             self.endpoint = addr
+            self.changed()
             self.out.append(PeerRoamed(self.session_id, addr))
             self.keepalive(now)  # the client learns at once that this path works
         return opened, stop

@@ -43,7 +43,7 @@ def sessions(pki, server_cert) -> Net:
 
 def live(kind: type) -> int:
     gc.collect()
-    return sum(1 for o in gc.get_objects() if type(o) is kind)
+    return sum(1 for o in gc.get_objects() if isinstance(o, kind))
 
 
 def runtime_bytes() -> int:
