@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 
-from tests.fuzz import (targets_cores, targets_data, targets_files, targets_native_seal, targets_native_seg,
-                        targets_netlink)
+from tests.fuzz import (targets_cores, targets_data, targets_files, targets_native_path, targets_native_seal,
+                        targets_native_seg, targets_netlink)
 from tests.fuzz.engine import Target
 
 TARGETS: dict[str, Target] = {t.name: t for t in (*targets_data.TARGETS, *targets_files.TARGETS,
                                                    *targets_cores.TARGETS, *targets_native_seal.TARGETS,
-                                                   *targets_native_seg.TARGETS, *targets_netlink.TARGETS)}
+                                                   *targets_native_seg.TARGETS, *targets_native_path.TARGETS,
+                                                   *targets_netlink.TARGETS)}
 WEIGHT = {"server": 2.0, "client": 2.0}
 
 

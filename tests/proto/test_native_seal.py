@@ -286,7 +286,8 @@ spec.loader.exec_module(module)
 import pytest
 from tests.fuzz.engine import Session
 from tests.fuzz.targets_native_seal import TARGETS
-here = ["-q", "-p", "no:cacheprovider", "--capture=sys", "-k", "not sanitizer", "tests/proto/test_native_seal.py"]
+here = ["-q", "-p", "no:cacheprovider", "--capture=sys", "-k", "not sanitizer", "tests/proto/test_native_seal.py",
+        "tests/dataplane/test_fastpath.py"]
 if pytest.main(here):
     sys.exit("differential tests failed under the sanitizers")
 for target in TARGETS:
