@@ -587,7 +587,7 @@ static PyObject *Path_on_tun(Path *p, PyObject *Py_UNUSED(ignored)) {
     if (rc == 0)
         rc = send_groups(p, &gs);
     groups_clear(&gs);
-    if (settle(p) < 0 || rc < 0)
+    if (rc < 0 || settle(p) < 0) /* after an error its exception goes up; the next wakeup settles */
         return NULL;
     Py_RETURN_NONE;
 }
@@ -816,7 +816,7 @@ static PyObject *Path_on_udp(Path *p, PyObject *Py_UNUSED(ignored)) {
     Py_XDECREF(r.items);
     Py_XDECREF(r.slow);
     Py_XDECREF(r.deliver);
-    if (settle(p) < 0 || rc < 0)
+    if (rc < 0 || settle(p) < 0) /* after an error its exception goes up; the next wakeup settles */
         return NULL;
     if (wrote) /* Rule 4: what the kernel answered at once leaves in this wakeup */
         return Path_on_tun(p, NULL);
@@ -840,14 +840,25 @@ static int Path_init(Path *p, PyObject *args, PyObject *kwds) {
     Py_XSETREF(p->slow_deliver, Py_NewRef(slow_deliver));
     Py_XSETREF(p->slow_tun, Py_NewRef(slow_tun));
     Py_XSETREF(p->settle, Py_NewRef(settle_));
-    if (p->by_sid == NULL && ((p->by_sid = PyDict_New()) == NULL || (p->by_addr = PyDict_New()) == NULL
-                              || (p->errors = PyDict_New()) == NULL))
-        return -1;
-    if (p->buf == NULL && (p->buf = PyMem_Malloc(P_TUN_READ)) == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
     return 0;
+}
+
+/* The tables and buffer exist from birth, so a Path whose __init__ never ran is inert
+ * (fds -1, no callables: a wakeup reads nothing) rather than a crash. */
+static PyObject *Path_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    (void)args, (void)kwds;
+    Path *p = (Path *)type->tp_alloc(type, 0);
+    if (p == NULL)
+        return NULL;
+    p->udp = p->tun = -1;
+    if ((p->by_sid = PyDict_New()) == NULL || (p->by_addr = PyDict_New()) == NULL
+        || (p->errors = PyDict_New()) == NULL || (p->buf = PyMem_Malloc(P_TUN_READ)) == NULL) {
+        if (p->buf == NULL && !PyErr_Occurred())
+            PyErr_NoMemory();
+        Py_DECREF(p);
+        return NULL;
+    }
+    return (PyObject *)p;
 }
 
 static int Path_traverse(Path *p, visitproc visit, void *arg) {
@@ -915,7 +926,7 @@ static PyTypeObject PathType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Path(udp, tun, client, split, plan, slow_udp, slow_deliver, slow_tun, settle): the data\n"
               "path's wakeups in C (runtime/native/fastpath.c).",
-    .tp_new = PyType_GenericNew,
+    .tp_new = Path_new,
     .tp_init = (initproc)Path_init,
     .tp_dealloc = (destructor)Path_dealloc,
     .tp_traverse = (traverseproc)Path_traverse,
