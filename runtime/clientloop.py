@@ -312,15 +312,7 @@ class Client:
             self.on_tun()  # what the kernel answered at once (TCP ACKs) leaves in this wakeup
 
     def on_tun(self) -> None:
-        core, now = self.core, time.monotonic()
-
-        def seal(segments: list) -> tuple[None, list[bytes]] | None:
-            if core is None:
-                return None  # reconnecting: the packet is dropped, never sent outside
-            sealed = core.seal_segments(segments, now)
-            return (None, sealed) if sealed else None
-
-        self.outputs.seal_tun_reads(seal)
+        self.outputs.seal_tun_reads(self.slow_tun)
         self.pump()
 
     def slow_udp(self, _addr, datagrams: list[bytes]) -> bool:
@@ -332,9 +324,9 @@ class Client:
         return bool(items)
 
     def slow_tun(self, segments: list) -> tuple[None, list[bytes]] | None:
-        """The Path's TUN reads off its happy path: what on_tun's seal does with them."""
+        """One TUN read's group (on_tun's, and the Path's reads off its happy path)."""
         if self.core is None:
-            return None
+            return None  # reconnecting: the packet is dropped, never sent outside
         sealed = self.core.seal_segments(segments, time.monotonic())
         return (None, sealed) if sealed else None
 

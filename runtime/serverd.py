@@ -163,9 +163,10 @@ class ServerDaemon:
             if self.crl_changed():
                 self.reload_crl("file changed")
 
-    def flush(self) -> None:
-        """Perform the core's outputs; push changed sessions to the Path (Rule 6)."""
-        self.outputs.perform(self.core.take_outputs())
+    def flush(self, outputs: list | None = None) -> None:
+        """Perform the core's outputs (or those already taken); push changed sessions to the
+        Path (Rule 6)."""
+        self.outputs.perform(self.core.take_outputs() if outputs is None else outputs)
         if self.path is not None:
             self.sync.push(self.path)
 
@@ -186,6 +187,7 @@ class ServerDaemon:
         return bool(items)
 
     def slow_tun(self, segments: list[tuple[bytes, int]]):
+        """One TUN read's group (on_tun's, too)."""
         return self.core.seal_group(segments, time.monotonic())
 
     def on_udp(self) -> None:
@@ -198,9 +200,8 @@ class ServerDaemon:
             self.on_tun()  # Rule 4: what the kernel answered at once goes out in this wakeup
 
     def on_tun(self) -> None:
-        now, core = time.monotonic(), self.core
-        self.outputs.seal_tun_reads(lambda segments: core.seal_group(segments, now))
-        self.outputs.perform(core.take_outputs())
+        self.outputs.seal_tun_reads(self.slow_tun)
+        self.outputs.perform(self.core.take_outputs())
 
     async def on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         source = (writer.get_extra_info("peername") or ("?",))[0]
@@ -216,9 +217,7 @@ class ServerDaemon:
                 if pending and any(type(o) is HandshakeCompleted and o.conn == conn for o in outputs):
                     pending = False
                     self.limiter.settled(source)
-                self.outputs.perform(outputs)
-                if self.path is not None:
-                    self.sync.push(self.path)
+                self.flush(outputs)
         except (ConnectionError, OSError):
             pass
         finally:

@@ -442,12 +442,13 @@ static int send_groups(Path *p, Groups *gs) {
     return rc;
 }
 
-static int add_group(Path *p, Groups *gs, PyObject *datagrams, const Entry *e) {
+/* Queue one group (its datagrams a list of bytes); the groups go out at 64 datagrams. */
+static int push_group(Path *p, Groups *gs, PyObject *datagrams, const struct sockaddr_storage *addr,
+                      socklen_t addr_len) {
     Group *g = &gs->items[gs->n];
-    g->has_addr = 0;
-    if (e != NULL && !p->client) {
-        g->has_addr = 1, g->addr = e->ep, g->addr_len = e->ep_len;
-    }
+    g->has_addr = addr != NULL;
+    if (addr != NULL)
+        g->addr = *addr, g->addr_len = addr_len;
     g->datagrams = Py_NewRef(datagrams);
     gs->n++;
     gs->count += PyList_GET_SIZE(datagrams);
@@ -469,16 +470,11 @@ static int add_slow_group(Path *p, Groups *gs, PyObject *group) {
             return PyErr_SetString(PyExc_TypeError, "slow_tun: datagrams are bytes"), -1;
     if (PyList_GET_SIZE(datagrams) == 0)
         return 0;
-    Group *g = &gs->items[gs->n];
-    g->has_addr = addr != Py_None;
-    if (g->has_addr && sockaddr_of(addr, &g->addr, &g->addr_len) < 0)
+    struct sockaddr_storage sa;
+    socklen_t len = 0;
+    if (addr != Py_None && sockaddr_of(addr, &sa, &len) < 0)
         return -1;
-    g->datagrams = Py_NewRef(datagrams);
-    gs->n++;
-    gs->count += PyList_GET_SIZE(datagrams);
-    if (gs->n == P_BATCH || gs->count >= P_GSO_SEGMENTS)
-        return send_groups(p, gs);
-    return 0;
+    return push_group(p, gs, datagrams, addr != Py_None ? &sa : NULL, len);
 }
 
 /* ---- the TUN side (Outputs.seal_tun_reads) -------------------------------------------- */
@@ -551,7 +547,7 @@ static int seal_read(Path *p, Groups *gs, PyObject *segments, double now) {
     e->seal->counter += (uint64_t)n;
     e->tx_bytes += (unsigned long long)bytes, e->tx_packets += (unsigned long long)n;
     e->last_tx = now, e->active = 1;
-    int rc = add_group(p, gs, datagrams, e);
+    int rc = push_group(p, gs, datagrams, p->client ? NULL : &e->ep, e->ep_len);
     Py_DECREF(datagrams);
     return rc;
 }
@@ -777,8 +773,6 @@ static int receive(Path *p, Received *r, double now) {
                 memcpy(&gro, CMSG_DATA(cm), sizeof gro);
                 size = gro > 0 ? gro : n;
             }
-        if (size <= 0)
-            size = n;
         PyObject *src_obj = NULL;
         r->run = NULL;
         if (n == 0 && (count++, slow_datagram(r, &src, &src_obj, p->buf, 0) < 0)) {

@@ -203,22 +203,22 @@ def segments_of(frame: bytes) -> list[tuple[bytes, int]]:
     return segment.split(frame)
 
 
-def udp(pair: Pair, sends: list[tuple[str, list[bytes]]], where: str) -> list[Step]:
+def wakeup(pair: Pair, side: str, inputs: list, where: str) -> list[Step]:
+    """Each world gets `inputs` on its UDP socket or TUN and wakes once on that side."""
     steps = []
     for w in pair:
-        w.send_udp(sends)
-        steps.append(w.wake_udp())
+        getattr(w, f"send_{side}")(inputs)
+        steps.append(getattr(w, f"wake_{side}")())
         w.streams += w.sink
     return pair.check(steps, where)
+
+
+def udp(pair: Pair, sends: list[tuple[str, list[bytes]]], where: str) -> list[Step]:
+    return wakeup(pair, "udp", sends, where)
 
 
 def tun(pair: Pair, frames: list[bytes], where: str) -> list[Step]:
-    steps = []
-    for w in pair:
-        w.send_tun(frames)
-        steps.append(w.wake_tun())
-        w.streams += w.sink
-    return pair.check(steps, where)
+    return wakeup(pair, "tun", frames, where)
 
 
 def received(pair: Pair, steps: list[Step]) -> dict[int, list[tuple[bytes, int]]]:
