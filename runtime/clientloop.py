@@ -198,7 +198,7 @@ class Client:
         self.read_udp = self.on_udp
         if fastpath.usable(self.tun):
             self.path = fastpath.make(udp, self.tun, client=True, slow_udp=self.slow_udp,
-                                      slow_deliver=lambda *_: False, slow_tun=self.slow_tun, settle=self.pump)
+                                      slow_tun=self.slow_tun, settle=self.pump)
             self.read_udp = self.path.on_udp
             loop.add_reader(self.tun.fileno(), self.path.on_tun)
         loop.add_reader(udp.fileno(), self.read_udp)
@@ -315,13 +315,11 @@ class Client:
         self.outputs.seal_tun_reads(self.slow_tun)
         self.pump()
 
-    def slow_udp(self, _addr, datagrams: list[bytes]) -> bool:
-        """The Path's datagrams off its happy path: what on_udp does with them."""
+    def slow_udp(self, _addr, datagrams: list[bytes]) -> list:
+        """One read's datagrams off the Path's happy path: the TUN items for the Path to write."""
         if self.core is None:
-            return False
-        items = self.core.open_datagrams(datagrams, time.monotonic())
-        self.outputs.write_tun_many(items)
-        return bool(items)
+            return []
+        return self.core.open_datagrams(datagrams, time.monotonic())
 
     def slow_tun(self, segments: list) -> tuple[None, list[bytes]] | None:
         """One TUN read's group (on_tun's, and the Path's reads off its happy path)."""

@@ -31,11 +31,10 @@ def usable(tun: object) -> bool:
     return ENABLED and bool(getattr(tun, "vnet_hdr", False))
 
 
-def make(udp, tun, *, client: bool, slow_udp: Callable, slow_deliver: Callable, slow_tun: Callable,
-         settle: Callable):
+def make(udp, tun, *, client: bool, slow_udp: Callable, slow_tun: Callable, settle: Callable):
     """A Path on the loop's UDP socket and TUN (see fastpath.c for the callables' contract)."""
     return _seal.Path(udp.fileno(), tun.fileno(), client, _seg.split, _seg.plan,  # type: ignore[union-attr]
-                      slow_udp, slow_deliver, slow_tun, settle)
+                      slow_udp, slow_tun, settle)
 
 
 def copy_of(peer: Peer) -> dict | None:

@@ -11,7 +11,7 @@ Rule 4: after writing received packets to the TUN the loop reads the TUN at once
 kernel has often answered already (an echo reply, TCP ACKs), and that answer then leaves
 without another trip through the event loop.
 Rule 6: where it can (runtime/fastpath.py), a C Path runs the UDP and TUN wakeups and
-hands the core what is off its happy path (slow_udp, slow_deliver, slow_tun); after each
+hands the core what is off its happy path (slow_udp, slow_tun); after each
 thing the core was fed, the loop performs its outputs and pushes changed sessions to the Path.
 Rule 5: a timer pass walks every session, so deadlines are served in TIMER_GRAIN steps: all
 that fall due in one step share one pass.  With 1000 clients whose keepalives fall due at
@@ -125,7 +125,7 @@ class ServerDaemon:
             self.sync = fastpath.Sync()
             self.core.on_change = self.sync.mark
             self.path = fastpath.make(self.udp, self.tun, client=False, slow_udp=self.slow_udp,
-                                      slow_deliver=self.slow_deliver, slow_tun=self.slow_tun, settle=self.flush)
+                                      slow_tun=self.slow_tun, settle=self.flush)
         loop.add_reader(self.udp.fileno(), self.path.on_udp if self.path else self.on_udp)
         loop.add_reader(self.tun.fileno(), self.path.on_tun if self.path else self.on_tun)
         tcp = await asyncio.start_server(self.on_connection, str(self.cfg.listen), self.cfg.control_port,
@@ -175,16 +175,9 @@ class ServerDaemon:
             fastpath.absorb(self.path, self.core.session)
 
     # the Path's slow paths (Rule 6): what the Python handlers below do for those datagrams
-    def slow_udp(self, addr, datagrams: list[bytes]) -> bool:
-        items = self.core.open_datagrams(datagrams, addr, time.monotonic())
-        self.outputs.write_tun_many(items)
-        return bool(items)
-
-    def slow_deliver(self, session_id: int, packets: list[tuple[bytes, int]]) -> bool:
-        session = self.core.session(session_id)
-        items = self.core.deliver_many(session, packets, time.monotonic()) if session is not None else []
-        self.outputs.write_tun_many(items)
-        return bool(items)
+    def slow_udp(self, addr, datagrams: list[bytes]) -> list:
+        """One read's datagrams off the Path's happy path: the TUN items for the Path to write."""
+        return self.core.open_datagrams(datagrams, addr, time.monotonic())
 
     def slow_tun(self, segments: list[tuple[bytes, int]]):
         """One TUN read's group (on_tun's, too)."""

@@ -8,14 +8,17 @@
  *         each session needs (set by `set`, dropped by `remove`): the sealing Aead (whose
  *         `counter` is the epoch's counter, shared with Python), the open epochs' Aead and
  *         window (the same objects Python uses), the endpoint and the inner addresses.
- * Rule 2: a datagram or packet off the happy path goes to the core, unchanged and in its
- *         batch: short, unknown session or epoch, another type, a new endpoint, a first
- *         FL_TAKES_PARTIAL, a replay or a forgery (slow_udp gets the datagram: the window
- *         moved only after authentication); an opened inner packet whose source is not the
- *         session's or whose destination is another client (slow_deliver); a TUN read with
- *         no sealing session, no endpoint, a partial checksum the peer does not take, or a
- *         counter within reach of the rekey or reject limit (slow_tun). `settle` runs once
- *         after a wakeup in which any of them ran (outputs, then `set`s).
+ * Rule 2: a datagram off the happy path goes to the core unchanged, and so does every
+ *         datagram after it in the wakeup, in arrival order and a read per slow_udp call (the
+ *         core may have moved what the copies say: an endpoint, an epoch): short, unknown
+ *         session or epoch, another type, a new endpoint, a first FL_TAKES_PARTIAL, a replay
+ *         or a forgery, or an inner packet whose source is not the session's or whose
+ *         destination is another client (the window moves only for a datagram the Path
+ *         keeps). slow_udp(addr, datagrams) returns the core's TUN items, which join the
+ *         Path's in one plan, as the core's own wakeup writes them. A TUN read with no
+ *         sealing session, no endpoint, a partial checksum the peer does not take, or a
+ *         counter within reach of the rekey or reject limit goes to slow_tun. `settle` runs
+ *         once after a wakeup in which any of them ran (outputs, then `set`s).
  * Rule 3: what a Path does on the happy path is byte for byte what the core does: the same
  *         datagrams (Aead seal under the shared counter), the same TUN writes (`plan`), the
  *         same GSO runs (gso.group_runs) and the same counters, which `drain` hands over.
@@ -97,7 +100,7 @@ static PyTypeObject EntryType = {
 typedef struct {
     PyObject_HEAD
     int udp, tun, client, gso, gro;
-    PyObject *split, *plan, *slow_udp, *slow_deliver, *slow_tun, *settle;
+    PyObject *split, *plan, *slow_udp, *slow_tun, *settle;
     PyObject *by_sid;  /* int -> Entry */
     PyObject *by_addr; /* bytes -> Entry */
     PyObject *errors;  /* str -> int, as Outputs.errors */
@@ -592,9 +595,9 @@ static PyObject *Path_on_tun(Path *p, PyObject *Py_UNUSED(ignored)) {
 
 typedef struct {
     PyObject *items;   /* (packet, flags) for the TUN, in order */
-    PyObject *slow;    /* [(addr, [datagram, ...]), ...] for slow_udp */
-    PyObject *deliver; /* [(sid, [(packet, flags), ...]), ...] for slow_deliver */
-    PyObject *run;     /* the open slow list of this read, or NULL */
+    PyObject *slow;    /* [(addr, [datagram, ...]), ...] for slow_udp, a read each */
+    PyObject *run;     /* the slow list of this read, or NULL */
+    int core;          /* the rest of the wakeup is the core's (Rule 2) */
 } Received;
 
 static int slow_datagram(Received *r, const struct sockaddr_storage *src, PyObject **src_obj,
@@ -645,31 +648,13 @@ static int own_packet(Path *p, const Entry *e, const unsigned char *d, Py_ssize_
     return 0;
 }
 
-static int add_deliver(Received *r, uint32_t sid, PyObject *pair) {
-    Py_ssize_t n = PyList_GET_SIZE(r->deliver);
-    PyObject *list = NULL;
-    if (n > 0) {
-        PyObject *last = PyList_GET_ITEM(r->deliver, n - 1);
-        if (PyLong_AsUnsignedLong(PyTuple_GET_ITEM(last, 0)) == sid)
-            list = PyTuple_GET_ITEM(last, 1);
-    }
-    if (list == NULL) {
-        PyObject *row = Py_BuildValue("(k[])", (unsigned long)sid);
-        if (row == NULL || PyList_Append(r->deliver, row) < 0) {
-            Py_XDECREF(row);
-            return -1;
-        }
-        list = PyTuple_GET_ITEM(row, 1);
-        Py_DECREF(row);
-    }
-    return PyList_Append(list, pair);
-}
-
-/* One datagram: opened on the happy path, else to r->slow (Rule 2). */
+/* One datagram: opened on the happy path, else to r->slow with the rest of the wakeup (Rule 2). */
 static int take_datagram(Path *p, Received *r, const struct sockaddr_storage *src, PyObject **src_obj,
                          const unsigned char *d, Py_ssize_t len, double now) {
     Entry *e = NULL;
     const Open *o = NULL;
+    if (r->core)
+        return slow_datagram(r, src, src_obj, d, len);
     if (len >= MIN_DATAGRAM && len - HEADER_LEN <= INT_MAX && (d[0] == DG_DATA || d[0] == DG_KEEPALIVE)) {
         e = entry_for(p, (uint32_t)get_be(d + 4, 4));
         if (e == NULL && PyErr_Occurred())
@@ -681,27 +666,25 @@ static int take_datagram(Path *p, Received *r, const struct sockaddr_storage *sr
                 o = &e->opens[i];
     uint64_t counter = o != NULL ? get_be(d + 8, 8) : 0;
     if (o == NULL || !window_check(o->window, counter))
-        return slow_datagram(r, src, src_obj, d, len);
+        return r->core = 1, slow_datagram(r, src, src_obj, d, len);
     PyObject *plain = open_datagram(o->aead, d, len);
     if (plain == NULL)
-        return PyErr_Occurred() ? -1 : slow_datagram(r, src, src_obj, d, len);
+        return PyErr_Occurred() ? -1 : (r->core = 1, slow_datagram(r, src, src_obj, d, len));
+    Py_ssize_t size = PyBytes_GET_SIZE(plain);
+    int own = d[0] != DG_DATA || p->client ? 1 : own_packet(p, e, (const unsigned char *)PyBytes_AS_STRING(plain), size);
+    if (own <= 0) { /* the core's: it opens the datagram again, the window unmoved */
+        Py_DECREF(plain);
+        return own < 0 ? -1 : (r->core = 1, slow_datagram(r, src, src_obj, d, len));
+    }
     window_update(o->window, counter);
-    r->run = NULL; /* a later slow datagram of this read starts a new list: order is kept per list */
     e->last_rx = now, e->active = 1;
     int rc = 0;
     if (d[0] == DG_DATA) {
-        Py_ssize_t size = PyBytes_GET_SIZE(plain);
         e->rx_bytes += (unsigned long long)size, e->rx_packets++;
         PyObject *bits = PyLong_FromLong(d[2] & FL_INNER);
         PyObject *pair = bits != NULL ? PyTuple_Pack(2, plain, bits) : NULL;
         Py_XDECREF(bits);
-        int own = pair == NULL ? -1 : p->client ? 1 : own_packet(p, e, (const unsigned char *)PyBytes_AS_STRING(plain), size);
-        if (own < 0)
-            rc = -1;
-        else if (own)
-            rc = PyList_Append(r->items, pair);
-        else
-            rc = add_deliver(r, e->sid, pair);
+        rc = pair != NULL ? PyList_Append(r->items, pair) : -1;
         Py_XDECREF(pair);
     }
     Py_DECREF(plain);
@@ -736,16 +719,23 @@ static int write_items(Path *p, PyObject *items) {
     return rc;
 }
 
-/* Calls slow(arg) for each (a, b) row: slow(a, b) -> truthy when it wrote to the TUN. */
-static int call_slow(Path *p, PyObject *slow, PyObject *rows, int *wrote) {
+/* slow_udp(addr, datagrams) for each row, in order; the TUN items it returns join `items`. */
+static int call_slow(Path *p, PyObject *rows, PyObject *items) {
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
         PyObject *row = PyList_GET_ITEM(rows, i);
         p->slowed = 1;
-        PyObject *r = PyObject_CallFunctionObjArgs(slow, PyTuple_GET_ITEM(row, 0), PyTuple_GET_ITEM(row, 1), NULL);
-        if (r == NULL)
+        PyObject *got = PyObject_CallFunctionObjArgs(p->slow_udp, PyTuple_GET_ITEM(row, 0), PyTuple_GET_ITEM(row, 1),
+                                                     NULL);
+        if (got == NULL)
             return -1;
-        *wrote |= PyObject_IsTrue(r) == 1;
-        Py_DECREF(r);
+        int rc = 0;
+        if (!PyList_Check(got))
+            rc = -1, PyErr_SetString(PyExc_TypeError, "slow_udp returns a list of (packet, flags)");
+        else
+            rc = PyList_SetSlice(items, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, got);
+        Py_DECREF(got);
+        if (rc < 0)
+            return -1;
     }
     return 0;
 }
@@ -775,7 +765,7 @@ static int receive(Path *p, Received *r, double now) {
             }
         PyObject *src_obj = NULL;
         r->run = NULL;
-        if (n == 0 && (count++, slow_datagram(r, &src, &src_obj, p->buf, 0) < 0)) {
+        if (n == 0 && (count++, r->core = 1, slow_datagram(r, &src, &src_obj, p->buf, 0) < 0)) {
             Py_XDECREF(src_obj);
             return -1;
         }
@@ -795,21 +785,18 @@ static int receive(Path *p, Received *r, double now) {
 }
 
 static PyObject *Path_on_udp(Path *p, PyObject *Py_UNUSED(ignored)) {
-    Received r = {PyList_New(0), PyList_New(0), PyList_New(0), NULL};
-    int rc = r.items != NULL && r.slow != NULL && r.deliver != NULL ? 0 : -1, wrote = 0;
+    Received r = {PyList_New(0), PyList_New(0), NULL, 0};
+    int rc = r.items != NULL && r.slow != NULL ? 0 : -1, wrote = 0;
     if (rc == 0)
         rc = receive(p, &r, now_mono());
+    if (rc == 0)
+        rc = call_slow(p, r.slow, r.items);
     if (rc == 0) {
         wrote = PyList_GET_SIZE(r.items) > 0;
         rc = write_items(p, r.items);
     }
-    if (rc == 0)
-        rc = call_slow(p, p->slow_deliver, r.deliver, &wrote);
-    if (rc == 0)
-        rc = call_slow(p, p->slow_udp, r.slow, &wrote);
     Py_XDECREF(r.items);
     Py_XDECREF(r.slow);
-    Py_XDECREF(r.deliver);
     if (rc < 0 || settle(p) < 0) /* after an error its exception goes up; the next wakeup settles */
         return NULL;
     if (wrote) /* Rule 4: what the kernel answered at once leaves in this wakeup */
@@ -820,18 +807,16 @@ static PyObject *Path_on_udp(Path *p, PyObject *Py_UNUSED(ignored)) {
 /* ---- the object ----------------------------------------------------------------------- */
 
 static int Path_init(Path *p, PyObject *args, PyObject *kwds) {
-    static char *names[] = {"udp", "tun", "client", "split", "plan", "slow_udp", "slow_deliver", "slow_tun",
-                            "settle", NULL};
+    static char *names[] = {"udp", "tun", "client", "split", "plan", "slow_udp", "slow_tun", "settle", NULL};
     int udp, tun, client;
-    PyObject *split, *plan, *slow_udp, *slow_deliver, *slow_tun, *settle_;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iipOOOOOO:Path", names, &udp, &tun, &client, &split, &plan,
-                                     &slow_udp, &slow_deliver, &slow_tun, &settle_))
+    PyObject *split, *plan, *slow_udp, *slow_tun, *settle_;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iipOOOOO:Path", names, &udp, &tun, &client, &split, &plan,
+                                     &slow_udp, &slow_tun, &settle_))
         return -1;
     p->udp = udp, p->tun = tun, p->client = client, p->gso = 1;
     Py_XSETREF(p->split, Py_NewRef(split));
     Py_XSETREF(p->plan, Py_NewRef(plan));
     Py_XSETREF(p->slow_udp, Py_NewRef(slow_udp));
-    Py_XSETREF(p->slow_deliver, Py_NewRef(slow_deliver));
     Py_XSETREF(p->slow_tun, Py_NewRef(slow_tun));
     Py_XSETREF(p->settle, Py_NewRef(settle_));
     return 0;
@@ -859,7 +844,6 @@ static int Path_traverse(Path *p, visitproc visit, void *arg) {
     Py_VISIT(p->split);
     Py_VISIT(p->plan);
     Py_VISIT(p->slow_udp);
-    Py_VISIT(p->slow_deliver);
     Py_VISIT(p->slow_tun);
     Py_VISIT(p->settle);
     Py_VISIT(p->by_sid);
@@ -873,7 +857,6 @@ static int Path_clear(Path *p) {
     Py_CLEAR(p->split);
     Py_CLEAR(p->plan);
     Py_CLEAR(p->slow_udp);
-    Py_CLEAR(p->slow_deliver);
     Py_CLEAR(p->slow_tun);
     Py_CLEAR(p->settle);
     Py_CLEAR(p->by_addr);
@@ -918,7 +901,7 @@ static PyTypeObject PathType = {
     .tp_name = "runtime._fastseal.Path",
     .tp_basicsize = sizeof(Path),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Path(udp, tun, client, split, plan, slow_udp, slow_deliver, slow_tun, settle): the data\n"
+    .tp_doc = "Path(udp, tun, client, split, plan, slow_udp, slow_tun, settle): the data\n"
               "path's wakeups in C (runtime/native/fastpath.c).",
     .tp_new = Path_new,
     .tp_init = (initproc)Path_init,

@@ -10,9 +10,9 @@ Rule 1: the differential tests build two worlds that are the same down to the ke
 Rule 2: both worlds' client cores seal what the test sends and must seal the same bytes, and
         open what the server sent them: the worlds stay one conversation.
 Rule 3: the Path's unit tests use hand-made sessions and a Path with recording callables.
-Rule 4: what the tests found the Path does otherwise than the reference, or wrong, is pinned by
-        strict xfails, `test_known_divergence_*` and `test_known_bug_*` (reported, not fixed
-        here): a fix turns them into failures, and then the mark goes.
+Rule 4: a wakeup that mixes the Path's datagrams with the core's is what the reference does:
+        the core gets the first datagram off the happy path and all after it, in order (cases
+        that once differed, `MIXED`, stay as tests).
 Skipped where the native modules are not built, except under VPN_RUNTIME_NATIVE=require.
 """
 
@@ -45,8 +45,8 @@ from runtime.proto.peer import CLOSED, ESTABLISHED
 from runtime.proto.replay import RECEIVE_LIMIT, ReplayWindow
 from runtime.proto.wire import DG_DATA, DG_KEEPALIVE, FL_CONTINUES, FL_CSUM_PARTIAL, FL_TAKES_PARTIAL, HEADER
 from tests.fuzz.targets_native_path import (
-    OUTSIDE4, OUTSIDE6, SERVER4, SERVER6, ClientWorld, Diverged, Knobs, ServerKit, ServerWorld, Step, assert_same,
-    body, drain, hand_server, ip_packet, keys, plain_frame, replay_in_path_order, seal_as, send_burst, tcp_packet,
+    OUTSIDE4, OUTSIDE6, SERVER4, SERVER6, ClientWorld, Knobs, ServerKit, ServerWorld, Step, assert_same,
+    body, drain, hand_server, ip_packet, keys, plain_frame, seal_as, send_burst, tcp_packet,
     tso_frame, udp_partial_frame, units_of,
 )
 from tests.fuzz import corpus
@@ -150,14 +150,11 @@ def natives() -> tuple[bool, ...]:
     return (False, True) if fastpath.ENABLED else (False,)
 
 
-def server_pair(seeded, certs, config: ServerConfig, specs: list[Spec], family: int = socket.AF_INET,
-                ordered: bool = False) -> Pair:
-    """Server worlds (Rule 1): the reference's, the Path's, and with `ordered` a third reference
-    one (targets_native_path Rule 3)."""
+def server_pair(seeded, certs, config: ServerConfig, specs: list[Spec], family: int = socket.AF_INET) -> Pair:
+    """Server worlds (Rule 1): the reference's and the Path's."""
     worlds, t0 = [], time.monotonic() - 5.0
     seeded(7)
-    kinds = natives() + ((False,) if ordered and fastpath.ENABLED else ())
-    for i, native in enumerate(kinds):
+    for i, native in enumerate(natives()):
         seeded.select(i)
         core = ServerCore(config, server_context(certs["server"]), Pool())
         world = ServerWorld(core, native, family, clients=len(specs))
@@ -596,52 +593,59 @@ def test_tun_write_errors_are_counted_as_the_python_handlers_count_them(seeded, 
     assert 0 < failed < 8 and len(steps[0].tun) == 8 - failed, steps[0].errors
 
 
-# ---- the known divergence (Rule 4) ----------------------------------------------------------
+# ---- mixed wakeups (Rule 4) ---------------------------------------------------------------
 #
-# The Path opens a wakeup's happy datagrams first and hands the others to the core after them
-# (slow_deliver's before slow_udp's).  The reference feeds the core the wakeup's datagrams in
-# the order they came.  When a datagram the core must see comes before one the Path opens
-# itself, or a forwarded packet meets a roaming client in one wakeup, the two differ:
-
-
-def mixed_pair(seeded, certs, c2c: bool = False) -> Pair:
-    """The reference, the Path's and (with a Path) the ordered world (targets_native_path Rule 3)."""
-    return server_pair(seeded, certs, ServerConfig(client_to_client=c2c), [Spec(), Spec()], ordered=True)
+# A datagram the core must see before others the Path could open itself: the core changes
+# what the Path's copies say (an endpoint, an epoch), so everything after it is the core's.
 
 
 def mixed_tun_order(pair: Pair) -> list[tuple[str, list[bytes]]]:
-    """c0 roams (the core's), then c1 sends (the Path's): the TUN writes swap."""
+    """c0 roams (the core's), then c1 sends: the TUN writes stay in arrival order."""
     moved = seal(pair, 0, [(ip_packet(addr4(0), OUTSIDE4, b"c0 from afar"), 0)])
     plain = seal(pair, 1, [(ip_packet(addr4(1), OUTSIDE4, b"c1 as ever"), 0)])
     return [("r0", moved), ("c1", plain)]
 
 
 def mixed_flapping(pair: Pair) -> list[tuple[str, list[bytes]]]:
-    """c0 from a new address, then from its old one: the reference follows it there and
-    back (two PeerRoamed, two keepalives), the Path's core only to the new one."""
+    """c0 from a new address, then from its old one: followed there and back (two PeerRoamed,
+    two keepalives)."""
     there = seal(pair, 0, [(ip_packet(addr4(0), OUTSIDE4, b"there"), 0)])
     back = seal(pair, 0, [(ip_packet(addr4(0), OUTSIDE4, b"back"), 0)])
     return [("r0", there), ("c0", back)]
 
 
 def mixed_forward(pair: Pair) -> list[tuple[str, list[bytes]]]:
-    """c1 roams, then c0 sends to c1's address (client_to_client on): the reference seals the
-    forwarded packet after the roaming keepalive, to c1's new address; the Path's core
-    before it, to the old one."""
+    """c1 roams, then c0 sends to c1's address (client_to_client on): the forwarded packet is
+    sealed after the roaming keepalive, to c1's new address."""
     moved = seal(pair, 1, [(ip_packet(addr4(1), OUTSIDE4, b"c1 moved"), 0)])
     forward = seal(pair, 0, [(ip_packet(addr4(0), addr4(1), b"to c1"), 0)])
     return [("r1", moved), ("c0", forward)]
 
 
+def mixed_forward_first(pair: Pair) -> list[tuple[str, list[bytes]]]:
+    """c0 sends to c1 (the core's, its window unmoved by the Path), then to the outside."""
+    forward = seal(pair, 0, [(ip_packet(addr4(0), addr4(1), b"to c1"), 0)])
+    out = seal(pair, 0, [(ip_packet(addr4(0), OUTSIDE4, b"out"), 0)])
+    return [("c0", forward), ("c0", out)]
+
+
 def mixed_slow_reads(pair: Pair) -> list[tuple[str, list[bytes]]]:
     """c0 roams with a TCP super-packet's segments, one read each: all of them the core's,
-    which the reference writes as one super-packet, the Path's core one by one."""
+    written as one super-packet, as the reference writes them."""
     return [("r0", [d]) for d in seal(pair, 0, segments_of(tso(addr4(0), OUTSIDE4, 3)))]
+
+
+def mixed_happy_then_slow(pair: Pair) -> list[tuple[str, list[bytes]]]:
+    """c0's first two segments (the Path's), c1 roams, c0's last (the core's): the Path's
+    items and the core's in one plan, in arrival order."""
+    first, second, third = seal(pair, 0, segments_of(tso(addr4(0), OUTSIDE4, 3)))
+    moved = seal(pair, 1, [(ip_packet(addr4(1), OUTSIDE4, b"c1 moved"), 0)])
+    return [("c0", [first]), ("c0", [second]), ("r1", moved), ("c0", [third])]
 
 
 def mixed_retired_epoch(pair: Pair) -> list[tuple[str, list[bytes]]]:
     """c0's first datagram under a pending epoch retires the previous-but-one, then a late
-    one of that epoch: the reference drops it (unknown-epoch), the Path opens it."""
+    one of that epoch: dropped (unknown-epoch), never opened with a retired key."""
     old = seal(pair, 0, [(ip_packet(addr4(0), OUTSIDE4, b"epoch 0, late"), 0)])
     rekey(pair, 0, hold_confirm=False)
     rekey(pair, 0, hold_confirm=True)
@@ -668,59 +672,50 @@ def rekey(pair: Pair, i: int, hold_confirm: bool) -> None:
 
 MIXED = {"slow-reads": (mixed_slow_reads, False), "tun-order": (mixed_tun_order, False),
          "flapping": (mixed_flapping, False), "forward": (mixed_forward, True),
+         "forward-first": (mixed_forward_first, True), "happy-then-slow": (mixed_happy_then_slow, False),
          "retired-epoch": (mixed_retired_epoch, False)}
 
 
-def run_mixed(seeded, certs, case: str) -> list[Step]:
-    """[the reference's step, the Path's, the ordered world's] (or the reference's alone)."""
+@pytest.mark.parametrize("case", sorted(MIXED))
+def test_a_mixed_wakeup_is_what_the_reference_does(seeded, certs, case):
     scenario, c2c = MIXED[case]
-    pair = mixed_pair(seeded, certs, c2c)
+    pair = server_pair(seeded, certs, ServerConfig(client_to_client=c2c), [Spec(), Spec()])
     units = units_of(scenario(pair))
     steps = []
-    for w in list(pair)[:2]:
+    for w in pair:
         w.send_units(units)
         steps.append(w.wake_udp())
+    assert_same(steps, case)
+    ref = steps[0]
+    if case == "retired-epoch":
+        assert ref.drops == {"unknown-epoch": 1} and len(ref.tun) == 1, ref.drops
+    if case == "flapping":
+        assert ref.events == ["PeerRoamed", "PeerRoamed"] and ref.sessions[0][2] == "c0"
+    segments = [p for p, _ in segments_of(tso(addr4(0), OUTSIDE4, 3))]
+    if case == "slow-reads":
+        assert tun_packets(ref) == segments and len(ref.tun) == 1
+    if case == "happy-then-slow":
+        assert tun_packets(ref) == segments[:2] + [ip_packet(addr4(1), OUTSIDE4, b"c1 moved")] + segments[2:]
     if len(steps) > 1:
-        pair.seeded.select(2)
-        steps.append(replay_in_path_order(pair.worlds[2], units, steps[1]))
-    return steps
-
-
-@pytest.mark.parametrize("case", sorted(MIXED))
-def test_a_mixed_wakeup_is_what_the_reference_does_in_the_paths_order(seeded, certs, case):
-    steps = run_mixed(seeded, certs, case)
-    if len(steps) > 1:
-        assert steps[1].rows and (steps[1].opened or case in ("slow-reads", "forward"))
-        assert_same([steps[2], steps[1]], f"{case}, in the Path's order")
-
-
-@pytest.mark.parametrize("case", sorted(MIXED))
-@pytest.mark.xfail(strict=True, raises=Diverged, reason="known divergence (reported): the Path hands the core a "
-                   "wakeup's datagrams after those it opened itself, a read at a time")
-def test_known_divergence_a_mixed_wakeup_is_not_what_the_reference_does(seeded, certs, case):
-    steps = run_mixed(seeded, certs, case)
-    if len(steps) == 1:
-        raise Diverged("no Path here")
-    assert_same(steps[:2], case)
+        path = steps[1]
+        assert path.rows and [who for who, _ in path.plans] == (["path"] if path.tun else [])
+        assert path.opened == (case == "happy-then-slow"), path.opened  # the others begin with the core's
 
 
 # ---- 3. the Path itself (Rule 3) ------------------------------------------------------------
 
 
 class Calls:
-    """Slow callables that note their calls; slow_tun answers with `tun_answer`."""
+    """Slow callables that note their calls; slow_udp answers with `udp_answer` (TUN items),
+    slow_tun with `tun_answer`."""
 
-    def __init__(self, udp_answer: bool = False, tun_answer: Any = None) -> None:
+    def __init__(self, udp_answer: Any = None, tun_answer: Any = None) -> None:
         self.log: list[tuple] = []
-        self.udp_answer, self.tun_answer = udp_answer, tun_answer
+        self.udp_answer, self.tun_answer = udp_answer if udp_answer is not None else [], tun_answer
 
-    def slow_udp(self, addr: Any, datagrams: list[bytes]) -> bool:
+    def slow_udp(self, addr: Any, datagrams: list[bytes]) -> Any:
         self.log.append(("udp", tuple(addr[:2]), list(datagrams)))
         return self.udp_answer
-
-    def slow_deliver(self, sid: int, packets: list) -> bool:
-        self.log.append(("deliver", sid, list(packets)))
-        return False
 
     def slow_tun(self, segments: list) -> Any:
         self.log.append(("tun", list(segments)))
@@ -758,7 +753,7 @@ def bench() -> Iterator[Bench]:
     kit = ServerKit.make(socket.AF_INET, 2)
     calls = Calls()
     path = fastpath.make(kit.udp, kit.pair.tun, client=False, slow_udp=calls.slow_udp,
-                         slow_deliver=calls.slow_deliver, slow_tun=calls.slow_tun, settle=calls.settle)
+                         slow_tun=calls.slow_tun, settle=calls.settle)
     assert Receiver(kit.udp).gro  # UDP_GRO on, as the loops have it
     yield Bench(path, calls, kit)
     for sock in (kit.udp, *kit.clients, *kit.roams, kit.pair.near, kit.pair.far):
@@ -808,6 +803,31 @@ def test_without_a_copy_everything_goes_to_the_slow_callables_and_settle_runs_on
     assert bench.calls.log == [] and bench.path.drain() == [] and bench.path.errors == {}
 
 
+def test_after_the_first_datagram_off_the_happy_path_the_rest_of_the_wakeup_is_the_cores(bench):
+    args = copy(bench, addresses=(X4,))
+    bench.path.set(**args)
+    bench.path.set(**copy(bench, sid=SID + 1, addresses=(bytes([10, 8, 0, 3]),), endpoint=None))
+    window = args["opens"][0][2]
+    first = from_client(SID, 0, ip_packet(X4, OUTSIDE4, b"first"))
+    to_other = from_client(SID, 1, ip_packet(X4, bytes([10, 8, 0, 3]), b"to another client"))
+    after = [from_client(SID, 2, ip_packet(X4, OUTSIDE4, b"after")), from_client(SID, 3, b"", kind=DG_KEEPALIVE)]
+    bench.send(first, to_other, *after)
+    core_says = [(ip_packet(X4, OUTSIDE4, b"the core's"), 0)]
+    bench.calls.udp_answer = core_says
+    bench.path.on_udp()
+    addr = tuple(bench.peer.getsockname())
+    assert bench.calls.log == [("udp", addr, [to_other]), ("udp", addr, [after[0]]), ("udp", addr, [after[1]]),
+                               ("settle",)]
+    assert not window.check(0) and window.check(1) and window.check(2) and window.check(3)  # the core's to move
+    assert bench.tun() == [plain_frame(ip_packet(X4, OUTSIDE4, b"first"))] + [plain_frame(core_says[0][0])] * 3
+    (sid, rx_bytes, rx_packets, *_), = bench.path.drain()
+    assert (sid, rx_packets) == (SID, 1)
+    bench.calls.log.clear()
+    bench.send(from_client(SID, 4, ip_packet(X4, OUTSIDE4, b"next wakeup")))  # the Path's again
+    bench.path.on_udp()
+    assert bench.calls.log == [] and bench.tun() == [plain_frame(ip_packet(X4, OUTSIDE4, b"next wakeup"))]
+
+
 def send_burst_from(bench: Bench, datagrams: list[bytes]) -> None:
     send_burst(bench.peer, datagrams, bench.kit.udp.getsockname())
 
@@ -815,11 +835,13 @@ def send_burst_from(bench: Bench, datagrams: list[bytes]) -> None:
 def test_what_the_slow_callables_answer_leaves_in_the_same_wakeup(bench):
     to = bench.kit.clients[1].getsockname()
     bench.calls.tun_answer = (to, [b"a" * 100, b"b" * 100, b"c" * 60])
-    bench.calls.udp_answer = True  # "I wrote to the TUN": the Path reads it at once (Rule 4)
+    from_core = ip_packet(X4, OUTSIDE4, b"the core opened it")
+    bench.calls.udp_answer = [(from_core, 0)]  # the Path writes it, then reads the TUN at once (Rule 4)
     bench.kit.pair.far.send(plain_frame(ip_packet(OUTSIDE4, X4, b"answer")))
     bench.send(b"anything")
     bench.path.on_udp()
     assert [c[0] for c in bench.calls.log] == ["udp", "settle", "tun", "settle"]
+    assert bench.tun() == [plain_frame(from_core)]
     assert drain(bench.kit.clients[1]) == [b"a" * 100, b"b" * 100, b"c" * 60]
     bench.calls.tun_answer = (None, [b"x"])  # no address on a server's unconnected socket: counted
     bench.kit.pair.far.send(plain_frame(ip_packet(OUTSIDE4, X4, b"nowhere")))
@@ -833,18 +855,18 @@ def raising(error: Exception) -> Any:
     return call
 
 
-@pytest.mark.parametrize("side", ["udp", "tun", "tun-answer"])
+@pytest.mark.parametrize("side", ["udp", "udp-answer", "tun", "tun-answer"])
 def test_an_exception_of_a_slow_callable_reaches_the_caller_unchanged(bench, side):
-    if side == "udp":
-        path = fastpath.make(bench.kit.udp, bench.kit.pair.tun, client=False,
-                             slow_udp=raising(ValueError("a bug in the core")), slow_deliver=bench.calls.slow_deliver,
+    if side.startswith("udp"):
+        slow_udp = raising(ValueError("a bug in the core")) if side == "udp" else lambda _a, _d: True
+        path = fastpath.make(bench.kit.udp, bench.kit.pair.tun, client=False, slow_udp=slow_udp,
                              slow_tun=bench.calls.slow_tun, settle=bench.calls.settle)
         bench.send(b"junk")
-        expected, wake = ValueError, path.on_udp
+        expected, wake = (ValueError if side == "udp" else TypeError), path.on_udp
     else:
         slow_tun = raising(ValueError("a bug in the core")) if side == "tun" else lambda _s: ("not a group",)
         path = fastpath.make(bench.kit.udp, bench.kit.pair.tun, client=False, slow_udp=bench.calls.slow_udp,
-                             slow_deliver=bench.calls.slow_deliver, slow_tun=slow_tun, settle=bench.calls.settle)
+                             slow_tun=slow_tun, settle=bench.calls.settle)
         bench.kit.pair.far.send(plain_frame(ip_packet(OUTSIDE4, X4)))
         expected, wake = (ValueError if side == "tun" else TypeError), path.on_tun
     with pytest.raises(expected):
@@ -1028,7 +1050,7 @@ def test_a_client_path_seals_for_its_one_session_only(bench):
     calls = Calls()
     sock = udp_pair_to(bench.peer)
     path = fastpath.make(sock, bench.kit.pair.tun, client=True, slow_udp=calls.slow_udp,
-                         slow_deliver=calls.slow_deliver, slow_tun=calls.slow_tun, settle=calls.settle)
+                         slow_tun=calls.slow_tun, settle=calls.settle)
     frame = plain_frame(ip_packet(X4, OUTSIDE4))
     for sessions in ((), (1,), (1, 2)):
         for sid in sessions:

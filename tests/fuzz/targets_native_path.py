@@ -11,13 +11,9 @@ Rule 2: worlds fed the same datagrams and TUN frames must show after each wakeup
         and stream writes, and per session the same state, endpoint, epochs, counters,
         traffic (after absorb) and rekey state; a liveness time moves in both or in neither,
         and only to a time within the wakeup.
-Rule 3: the Path hands the core what is off its happy path after the datagrams it opened
-        itself, one call per read (`slow_udp` rows), so a third world, "ordered", runs the
-        reference handlers on the same datagrams in that order: the Path's happy ones in one
-        wakeup, then each row in a wakeup of its own (`replay_in_path_order`).  The Path must
-        always agree with it; with the reference it agrees unless the reference disagrees
-        with the ordered world, which is the known divergence (test_fastpath Rule 4): then
-        the reference world leaves the comparison for the rest of the input.
+Rule 3: the Path hands the core the first datagram off its happy path and every one after
+        it in the wakeup, in arrival order (`slow_udp` rows, a read each), so the core sees
+        what the reference's core sees, in the same order: the two agree on every wakeup.
 Rule 4: the fuzz contract is Rules 2-3 and nothing raised, over scripts of records
         (tests/fuzz/mutate.py): datagrams sealed under the sessions' keys (any epoch, type,
         flags, counter, inner addresses), earlier ones replayed, patched, cut or moved to
@@ -233,7 +229,7 @@ class Step:
     sessions: list[tuple]
     times: list[str]  # liveness times that moved outside the wakeup (must be none)
     plans: list[tuple[str, list]]  # (who: "core" or "path", items) of each TUN write plan
-    slow: list[str]  # the Path's slow callables, in the order they ran ("udp", "deliver", "tun")
+    slow: list[str]  # the Path's slow callables, in the order they ran ("udp", "tun")
     rows: list[Unit]  # what the Path gave slow_udp, in order
     opened: bool  # the Path opened a datagram itself
 
@@ -291,51 +287,6 @@ def assert_same(steps: Sequence[Step], where: str = "") -> None:
         times_in_wakeup(steps[0], steps[0], where)
 
 
-def agree(a: Step, b: Step) -> bool:
-    try:
-        assert_same([a, b])
-    except Diverged:
-        return False
-    return True
-
-
-def path_order(units: Sequence[Unit], rows: Sequence[Unit]) -> list[Unit]:
-    """Rule 3: the reads of an ordered world, for reads `units` of which the Path gave `rows`
-    to slow_udp: the datagrams it opened itself (a read each), then the rows.  Of identical
-    datagrams from one socket the Path opens the first or none (the others replay it), so the
-    rows are matched from the end."""
-    slow = [(label, d) for label, datagrams in rows for d in datagrams]
-    sent = [(label, d) for label, datagrams in units for d in datagrams]
-    happy: list[Unit] = []
-    at = len(slow)
-    for label, d in reversed(sent):
-        if at and slow[at - 1] == (label, d):
-            at -= 1
-        else:
-            happy.append((label, [d]))
-    assert at == 0, f"the Path gave slow_udp what was not sent: {slow[:at]!r:.300}"
-    return happy[::-1] + list(rows)
-
-
-def merged(steps: Sequence[Step]) -> Step:
-    """The steps of an ordered world's wakeups as one (Rule 3)."""
-    last = steps[-1]
-    datagrams: dict[str, list[bytes]] = {}
-    for step in steps:
-        for label, got in step.datagrams.items():
-            datagrams.setdefault(label, []).extend(got)
-    errors: Counter = Counter()
-    for step in steps:
-        errors.update(step.errors)
-    sessions = []
-    for i, view in enumerate(last.sessions):
-        moved = [s.sessions[i][-1] for s in steps if i < len(s.sessions) and s.sessions[i][-1] is not None]
-        sessions.append(view[:-1] + ((any(m[0] for m in moved), any(m[1] for m in moved)) if moved else None,))
-    return Step({k: v for k, v in datagrams.items() if v or k in last.datagrams}, [f for s in steps for f in s.tun],
-                last.drops, dict(errors), [e for s in steps for e in s.events], [c for s in steps for c in s.streams],
-                sessions, [t for s in steps for t in s.times], [p for s in steps for p in s.plans], [], [], False)
-
-
 def short(value: Any) -> str:
     if isinstance(value, dict) and value and all(isinstance(v, list) for v in value.values()):
         return repr({k: [_digest(d) for d in v] for k, v in value.items()})
@@ -364,7 +315,7 @@ def recording_plan(who: str) -> Callable[[list], list]:
 
 
 def make_path(udp: socket.socket, tun: Tun, *, client: bool, slow: list, slow_udp: Callable,
-              slow_deliver: Callable, slow_tun: Callable, settle: Callable) -> Any:
+              slow_tun: Callable, settle: Callable) -> Any:
     """fastpath.make with its plan recorded and its slow callables' calls noted in `slow`
     (kind, arguments)."""
     def noted(kind: str, call: Callable) -> Callable:
@@ -376,8 +327,7 @@ def make_path(udp: socket.socket, tun: Tun, *, client: bool, slow: list, slow_ud
     fastpath._seg = SimpleNamespace(split=real.split, plan=recording_plan("path"))  # noqa: SLF001
     try:
         return fastpath.make(udp, tun, client=client, slow_udp=noted("udp", slow_udp),
-                             slow_deliver=noted("deliver", slow_deliver), slow_tun=noted("tun", slow_tun),
-                             settle=settle)
+                             slow_tun=noted("tun", slow_tun), settle=settle)
     finally:
         fastpath._seg = real  # noqa: SLF001
 
@@ -494,18 +444,6 @@ class World:
         raise NotImplementedError
 
 
-def replay_in_path_order(world: World, units: Sequence[Unit], path_step: Step) -> Step:
-    """Rule 3: `world` (a reference one) fed the reads `units` in the order the Path's step
-    handled them; its wakeups as one step."""
-    reads = path_order(units, path_step.rows)
-    happy = reads[:len(reads) - len(path_step.rows)]
-    steps = []
-    for batch in ([happy] if happy else []) + [[row] for row in path_step.rows]:
-        world.send_units(batch)
-        steps.append(world.wake_udp())
-    return merged(steps) if steps else world.wake_udp()
-
-
 # ---- the server's world -------------------------------------------------------------------
 
 
@@ -534,8 +472,7 @@ class ServerWorld(World):
         d.sync = self.sync = fastpath.Sync()
         if native:
             d.path = self.path = make_path(self.udp, self.pair.tun, client=False, slow=self.slow,
-                                           slow_udp=d.slow_udp, slow_deliver=d.slow_deliver, slow_tun=d.slow_tun,
-                                           settle=d.flush)
+                                           slow_udp=d.slow_udp, slow_tun=d.slow_tun, settle=d.flush)
         self.attach()
 
     def attach(self) -> None:
@@ -625,7 +562,7 @@ class ClientWorld(World):
         if native:
             core.on_change = self.sync.mark
             c.path = self.path = make_path(self.udp, self.pair.tun, client=True, slow=self.slow, slow_udp=c.slow_udp,
-                                           slow_deliver=lambda *_: False, slow_tun=c.slow_tun, settle=c.pump)
+                                           slow_tun=c.slow_tun, settle=c.pump)
             self.sync.mark(core)
         self.push()
 
@@ -762,22 +699,22 @@ MAX_READS = 48  # reads per UDP wakeup of a script: within one drain (iobase.BAT
 
 
 @cache
-def kits(client_side: bool) -> tuple[Any, Any, Any]:
-    """The reference's, the Path's and the ordered world's sockets (Rule 3)."""
+def kits(client_side: bool) -> tuple[Any, Any]:
+    """The reference's and the Path's sockets."""
     if client_side:
-        return ClientKit.make(socket.AF_INET), ClientKit.make(socket.AF_INET), ClientKit.make(socket.AF_INET)
-    return tuple(ServerKit.make(socket.AF_INET, CLIENTS) for _ in range(3))  # type: ignore[return-value]
+        return ClientKit.make(socket.AF_INET), ClientKit.make(socket.AF_INET)
+    return tuple(ServerKit.make(socket.AF_INET, CLIENTS) for _ in range(2))  # type: ignore[return-value]
 
 
 class Script:
-    """One input's worlds (the reference, and with a Path: the Path's and the ordered one)
-    and the state its records refer to."""
+    """One input's worlds (the reference, and with a Path the Path's) and the state its
+    records refer to."""
 
     def __init__(self, data: bytes) -> None:
         self.knobs = knobs = Knobs.of(data[:2])
         self.records = records(data[2:])
         now = time.monotonic() - 1.0
-        natives = (False, True, False) if NATIVE else (False,)
+        natives = (False, True) if NATIVE else (False,)
         self.worlds: list[World] = []
         for native, kit in zip(natives, kits(knobs.client_side)):
             if knobs.client_side:
@@ -787,7 +724,6 @@ class Script:
             if knobs.no_endpoint:
                 endpoints[-1] = None
             self.worlds.append(ServerWorld(hand_server(knobs, endpoints, now), native, kit=kit))
-        self.parted = False  # the reference left the comparison (Rule 3)
         self.made: list[bytes] = []
         self.counters: Counter[tuple[int, int]] = Counter()
         self.udp: list[tuple[str, list[bytes]]] = []
@@ -916,15 +852,11 @@ class Script:
         units = units_of(sends)[:MAX_READS]
         if not units:
             return
-        ref, *others = self.worlds
-        ref.send_units(units)
-        steps = [ref.wake_udp()]
-        if others:
-            path, ordered = others
-            path.send_units(units)
-            steps.append(path.wake_udp())
-            assert_same([replay_in_path_order(ordered, units, steps[1]), steps[1]], "UDP wakeup, in the Path's order")
-        self.compare(steps, "UDP wakeup")
+        steps = []
+        for world in self.worlds:
+            world.send_units(units)
+            steps.append(world.wake_udp())
+        assert_same(steps, "UDP wakeup")
 
     def wake_tun(self) -> None:
         frames, self.frames = self.frames[:48], []
@@ -934,19 +866,7 @@ class Script:
         for world in self.worlds:
             world.send_tun(frames)
             steps.append(world.wake_tun())
-        if len(steps) > 2:
-            assert_same(steps[1:], "TUN wakeup, the ordered world")
-        self.compare(steps[:2], "TUN wakeup")
-
-    def compare(self, steps: list[Step], where: str) -> None:
-        """The reference against the Path while the two have not parted (Rule 3): they part
-        where the Path agreed with the ordered world and the reference did not."""
-        if self.parted:
-            return
-        if len(steps) == 1 or agree(*steps):
-            assert_same(steps, where)  # (the times of a lone reference)
-            return
-        self.parted = True  # the Path agreed with the ordered world (checked before)
+        assert_same(steps, "TUN wakeup")
 
 
 def run_path(data: bytes) -> None:
