@@ -15,8 +15,8 @@ a bad value is shown cut short, so any input costs bounded time and memory.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
-import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from provision.errors import InventoryError
+from provision.sshoptions import GLOBAL_KNOWN_HOSTS, USER_KNOWN_HOSTS, ssh_options
 from runtime.validate import MAX_FILE_BYTES, NotYaml, brief, load_yaml, one_line
 
 GROUP_KEYS = ("hosts", "vars", "children")
@@ -47,8 +48,15 @@ class Host:
     become_password: str | None = field(default=None, repr=False)
     key_file: str | None = None
     proxy_command: str | None = None
+    known_hosts: tuple[str, ...] = field(default_factory=lambda: (os.path.expanduser(USER_KNOWN_HOSTS),))
+    global_known_hosts: tuple[str, ...] = (GLOBAL_KNOWN_HOSTS,)
+    host_key_checking: str = "accept-new"  # yes | accept-new | no (see provision.sshoptions)
     groups: tuple[str, ...] = ()
     vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def target(self) -> str:
+        """`user@address:port`, as errors about reaching the host show it."""
+        return f"{self.user + '@' if self.user else ''}{self.address}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -139,9 +147,9 @@ def _check_ssh_args(value: object) -> str | None:
     if not isinstance(value, str):
         return f"expected a string of ssh options, got {_show(value)}"
     try:
-        shlex.split(value)
+        ssh_options(value)
     except ValueError as exc:
-        return f"cannot split {value!r}: {exc}"
+        return str(exc)
     return None
 
 
@@ -325,22 +333,10 @@ def _combined_vars(tree: _Tree, host: str, depths: Mapping[str, int]) -> dict[st
     return combined
 
 
-def proxy_command(ssh_args: str | None) -> str | None:
-    """The ProxyCommand inside `ansible_ssh_common_args` (`-o ProxyCommand="..."`), if any."""
-    words = shlex.split(ssh_args or "")
-    for index, word in enumerate(words):
-        option = word[2:] if word.startswith("-o") and word != "-o" else None
-        if word == "-o" and index + 1 < len(words):
-            option = words[index + 1]
-        key, _, value = (option or "").replace("=", " ", 1).partition(" ")
-        if key.lower() == "proxycommand" and value.strip():
-            return value.strip()
-    return None
-
-
 def _make_host(name: str, values: Mapping[str, Any], groups: Iterable[str]) -> Host:
     password = values.get("ansible_become_password", values.get("ansible_become_pass"))
     key_file = values.get("ansible_ssh_private_key_file")
+    ssh = ssh_options(values.get("ansible_ssh_common_args"))  # checked where it is written
     return Host(
         name=name,
         address=str(values.get("ansible_host", name)),
@@ -350,7 +346,10 @@ def _make_host(name: str, values: Mapping[str, Any], groups: Iterable[str]) -> H
         become_user=str(values.get("ansible_become_user", "root")),
         become_password=None if password is None else str(password),
         key_file=None if key_file is None else str(key_file),
-        proxy_command=proxy_command(values.get("ansible_ssh_common_args")),
+        proxy_command=ssh.proxy_command,
+        known_hosts=ssh.known_hosts,
+        global_known_hosts=ssh.global_known_hosts,
+        host_key_checking=ssh.host_key_checking,
         groups=tuple(sorted(groups)),
         vars=MappingProxyType({k: _freeze(v) for k, v in values.items() if k not in SECRET_VARS}),
     )

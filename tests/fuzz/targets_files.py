@@ -47,8 +47,8 @@ CONFIG_TOKENS = YAML_TOKENS + tuple(t.encode() for t in (
 INVENTORY_TOKENS = YAML_TOKENS + tuple(t.encode() for t in (
     "all", "hosts", "vars", "children", "ungrouped", "ansible_host", "ansible_port", "ansible_user",
     "ansible_become", "ansible_become_password", "ansible_ssh_common_args", "ansible_group_priority",
-    "-o ProxyCommand=\"nc %h %p\"", "vpn_dns", "vpn_network", "vpn_network6", "vpn_public_interface",
-    "web[1:3]", "'unclosed",
+    "-o ProxyCommand=\"nc %h %p\"", "-o StrictHostKeyChecking=yes", "-oUserKnownHostsFile=~/kh", "vpn_dns",
+    "vpn_network", "vpn_network6", "vpn_public_interface", "web[1:3]", "'unclosed",
 ))
 PLAYBOOK_TOKENS = YAML_TOKENS + tuple(t.encode() for t in (
     "steps", "handlers", "name", "op", "args", "notify", "when", "file", "directory", "sysctl", "restart",

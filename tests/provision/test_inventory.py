@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from provision.errors import InventoryError
-from provision.inventory import load_inventory, parse_inventory, proxy_command
+from provision.inventory import load_inventory, parse_inventory
+from provision.sshoptions import ssh_options
 from tests.config.yaml_bombs import with_bomb
 
 DATA = Path(__file__).parent / "data"
@@ -187,12 +188,70 @@ def test_a_long_host_name_with_brackets_is_checked_in_linear_time():
         ('-o ProxyCommand="nc %h %p"', "nc %h %p"),
         ("-oProxyCommand='ssh -W %h:%p jump'", "ssh -W %h:%p jump"),
         ('-o StrictHostKeyChecking=no -o "ProxyCommand nc %h %p"', "nc %h %p"),
+        ('-o "ProxyCommand ssh -o Foo=bar -W %h:%p jump"', "ssh -o Foo=bar -W %h:%p jump"),
+        ("-o proxycommand=first -o ProxyCommand=second", "first"),
+        ("-o ProxyCommand=none", None),
         ("-o StrictHostKeyChecking=no", None),
         (None, None),
     ],
 )
 def test_proxy_command_from_ssh_common_args(args, expected):
-    assert proxy_command(args) == expected
+    assert ssh_options(args).proxy_command == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "known_hosts", "checking"),
+    [
+        ("-o UserKnownHostsFile=/srv/kh -o StrictHostKeyChecking=yes", ("/srv/kh",), "yes"),
+        ('-o "UserKnownHostsFile /srv/a ~/b" -o "StrictHostKeyChecking accept-new"',
+         ("/srv/a", str(Path.home() / "b")), "accept-new"),
+        ("-oUserKnownHostsFile=/dev/null -oStricthostkeychecking=No", ("/dev/null",), "no"),
+        ("-o userknownhostsfile=none -o StrictHostKeyChecking=off", (), "no"),
+        ("-o StrictHostKeyChecking=ask -o StrictHostKeyChecking=no", (str(Path.home() / ".ssh/known_hosts"),), "yes"),
+        ("", (str(Path.home() / ".ssh/known_hosts"),), "accept-new"),
+    ],
+    ids=["K=V", "'K V', two files", "/dev/null, any case", "none, off", "ask is yes, first wins", "defaults"],
+)
+def test_host_key_options_from_ssh_common_args(args, known_hosts, checking):
+    options = ssh_options(args)
+    assert (options.known_hosts, options.host_key_checking) == (known_hosts, checking)
+    assert options.global_known_hosts == ("/etc/ssh/ssh_known_hosts",)
+
+
+def test_hosts_carry_their_host_key_options_and_the_defaults():
+    text = """
+all:
+  vars: {ansible_ssh_common_args: '-o UserKnownHostsFile="/srv/kh /srv/kh2" -o StrictHostKeyChecking=yes'}
+  hosts:
+    a:
+    b: {ansible_ssh_common_args: '-o GlobalKnownHostsFile=none'}
+"""
+    hosts = parse_inventory(text, "inv.yml").hosts
+    assert (hosts["a"].known_hosts, hosts["a"].host_key_checking) == (("/srv/kh", "/srv/kh2"), "yes")
+    assert hosts["a"].global_known_hosts == ("/etc/ssh/ssh_known_hosts",)
+    # a host's own args replace the group's, as in Ansible: b is back to the defaults
+    assert (hosts["b"].known_hosts, hosts["b"].host_key_checking) == ((str(Path.home() / ".ssh/known_hosts"),),
+                                                                      "accept-new")
+    assert hosts["b"].global_known_hosts == ()
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        ("-o StrictHostKeyChecking=maybe",
+         "StrictHostKeyChecking: expected yes, accept-new, no, off or ask, got 'maybe'"),
+        ("-o UserKnownHostsFile=%d/.ssh/kh",
+         "UserKnownHostsFile: tokens like %d or ${HOME} are not supported, got '%d/.ssh/kh'; write the path out "
+         "(~ is expanded)"),
+        ("-o ProxyCommand='nc %h", "cannot split \"-o ProxyCommand='nc %h\": No closing quotation"),
+    ],
+)
+def test_a_bad_ssh_option_names_the_file_the_var_and_the_option(args, problem):
+    text = f"all:\n  hosts:\n    vps1:\n      ansible_ssh_common_args: {json.dumps(args)}\n"
+    with pytest.raises(InventoryError) as err:
+        parse_inventory(text, "inventory/hosts.yml")
+    assert err.value.line() == (f"inventory/hosts.yml: all.hosts.vps1.ansible_ssh_common_args: {problem} "
+                                "(fix the inventory file and run again)")
 
 
 # ---- agreement with Ansible's own reading of the same file ------------------------------
