@@ -7,7 +7,9 @@ log in as the become user, else through `sudo -n` (NOPASSWD) or `sudo -k -S` wit
 password fed on stdin, never on a command line, never echoed.
 Rule 3: a host we cannot reach raises `HostUnreachable`; a command that exits non-zero
 raises `CommandFailed`.  The runner counts the first as `unreachable`, the second as
-`failed`.
+`failed`.  A host key we refuse is unreachable too, with its own error and exit code
+(`HostKeyUnknown`, `HostKeyChanged`): the check is `provision.hostkeys`, from the
+inventory's UserKnownHostsFile and StrictHostKeyChecking.
 Rule 4: with -v each command is echoed before it runs (`[#] cmd`, as wg-quick does).
 """
 
@@ -22,9 +24,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from provision.errors import HostFailed, ProvisionError
+from provision.errors import HostUnreachable, ProvisionError
+from provision.hostkeys import HostKeyCheck, known_name
 from provision.inventory import Host
 
 # paramiko's transport thread logs its failures with tracebacks; with no handler they reach
@@ -38,12 +41,6 @@ SHOWN_CMD = 72  # characters of a failed command in its error line
 RESOURCE_ERRORS = ("No space left on device", "Disk quota exceeded", "Read-only file system",
                    "Cannot allocate memory")
 LOST_HINT = "once the host answers, run the same command again: it picks up where it stopped"
-
-
-class HostUnreachable(HostFailed):
-    """The SSH connection could not be opened, or it broke."""
-
-    default_hint = "check the address, port, key and that sshd runs; other hosts go on"
 
 
 class CommandFailed(ProvisionError):
@@ -147,10 +144,8 @@ class SshSession:
         self._conn = fabric.Connection(
             host.address, user=host.user, port=host.port, connect_timeout=timeout, connect_kwargs=kwargs,
         )
-        # Fabric checks no host keys at all; a key we know that has changed must stop us.
-        self._conn.client.load_system_host_keys()
         try:
-            self._conn.open()
+            _open(self._conn, host)
         except BaseException:
             self._conn.close()
             if "sock" in kwargs:
@@ -176,6 +171,20 @@ class SshSession:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _open(conn: Any, host: Host) -> None:
+    """Open the fabric Connection with our host key check in force.  Fabric's __init__ set
+    AutoAddPolicy (any key, never recorded) and its open() leaves the policy alone, so ours
+    replaces it, for the name paramiko looks up (fabric's host and port)."""
+    import paramiko
+
+    check = HostKeyCheck(host, known_name(conn.host, conn.port))
+    check.install(conn.client)
+    try:
+        conn.open()
+    except paramiko.BadHostKeyException as exc:
+        raise check.changed(exc.key, exc.expected_key) from None
 
 
 def _connect_kwargs(host: Host, timeout: float) -> dict[str, object]:
@@ -298,8 +307,7 @@ class SshRemote:
         return trial
 
     def _unreachable(self, exc: BaseException, hint: str | None = None) -> HostUnreachable:
-        host = self._host
-        where = f"{host.user + '@' if host.user else ''}{host.address}:{host.port}"
+        host, where = self._host, self._host.target()
         reason = str(exc) or type(exc).__name__
         if hint is not None:  # the session was open: it broke under us
             return HostUnreachable(f"{host.name} ({where}): unreachable: the SSH connection was lost during a command "
@@ -312,5 +320,6 @@ class SshRemote:
 
 
 def connect(host: Host, echo: Echo | None = None, timeout: float = CONNECT_TIMEOUT) -> SshRemote:
-    """An open `SshRemote` to `host` (raises `HostUnreachable` or `BecomeFailed`)."""
+    """An open `SshRemote` to `host` (raises `HostUnreachable`, one of its host key errors,
+    or `BecomeFailed`)."""
     return SshRemote(host, echo=echo, timeout=timeout).open()

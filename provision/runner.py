@@ -12,7 +12,8 @@ tool may hide the cause (`python3 -m venv` swallows pip's ENOSPC), so the runner
 Rule 5: the run ends with the recap; if any host failed or was unreachable it raises
 `PlayFailed` (a `HostFailed`, carrying the recap) for a non-zero exit: exit code 6, or
 the hosts' own error's code when every broken host failed the same distinct way (8 when
-they are all `Unsupported`).  With one broken host its line says the step and the error.
+they are all `Unsupported`, 10 or 11 for a refused SSH host key).  With one broken host its
+line says the step and the error.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def _open(host: Host, connect: Connector, console: Console, failures: Failures) 
     try:
         return connect(host, console.echo_for(host.name))
     except HostUnreachable as exc:
-        console.status("unreachable", host.name, "connect", exc.message)
+        console.status("unreachable", host.name, "connect", exc.shown())
         failures[host.name] = ("connect", exc)
         return HostStats(unreachable=1)
     except ProvisionError as exc:

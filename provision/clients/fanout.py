@@ -56,6 +56,6 @@ def on_one(host: Host, connect: Connector, work: Callable[[Remote], T]) -> Outco
     try:
         return Outcome(host.name, "ok", session())
     except HostUnreachable as exc:
-        return Outcome(host.name, "unreachable", error=exc.message)
+        return Outcome(host.name, "unreachable", error=exc.shown())
     except ProvisionError as exc:
         return Outcome(host.name, "failed", error=exc.message)

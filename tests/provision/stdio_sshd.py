@@ -1,6 +1,7 @@
 """A tiny SSH server on stdin/stdout, for tests: the client reaches it through a
 ProxyCommand, so `SshSession` and `SshRemote` run over real SSH with no network at all.
-It accepts any public key and runs each exec request with `sh -c` as the current user."""
+It accepts any public key and runs each exec request with `sh -c` as the current user.
+Its host key is a fresh ECDSA key, or the private key file named by its one argument."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ class Server(paramiko.ServerInterface):
 
 def main() -> None:
     transport = paramiko.Transport(StdioSocket())
-    transport.add_server_key(paramiko.ECDSAKey.generate())
+    transport.add_server_key(paramiko.PKey.from_path(sys.argv[1]) if sys.argv[1:] else paramiko.ECDSAKey.generate())
     transport.start_server(server=Server())
     while transport.is_active():
         time.sleep(0.05)

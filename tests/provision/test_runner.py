@@ -13,6 +13,7 @@ from types import MappingProxyType
 import pytest
 
 from provision.connection import HostUnreachable
+from provision.errors import HostKeyChanged
 from provision.guard import Arming
 from provision.inventory import Host
 from provision.journal import Entry, Journal, undo
@@ -133,6 +134,19 @@ def test_hosts_run_in_parallel_and_each_gets_its_recap_line():
     assert "unreachable: [vps3] connect: vps3 (203.0.113.1:22): unreachable: timed out" in lines
     assert lines[-4:-3] == ["PLAY RECAP"]
     assert all(r.closed for r in remotes.values() if r.name != "vps3")
+
+
+def test_a_refused_host_key_is_unreachable_with_its_hint_and_its_exit_code():
+    refused = HostKeyChanged("vps1 (203.0.113.1:22): the SSH host key of 203.0.113.1 has CHANGED", "ssh-keygen -R")
+
+    def connect(host, echo):
+        raise refused
+
+    recap, lines, failed = play({"vps1": FakeRemote("vps1")}, connect=connect)
+    assert recap.stats("vps1").unreachable == 1
+    assert f"unreachable: [vps1] connect: {refused.line()}" in lines
+    assert failed.exit_code == HostKeyChanged.exit_code == 11
+    assert failed.line() == f"1 of 1 hosts did not finish: vps1: connect: {refused.line()}"
 
 
 def test_connection_lost_mid_run_counts_as_unreachable():
