@@ -107,10 +107,11 @@ class HostKeyCheck:
         self.known = [k for path in (*host.known_hosts, *host.global_known_hosts) for k in _read(host, path, name)]
 
     def install(self, client: paramiko.SSHClient) -> None:
+        """Hand `client` the known keys, and put this check in force as its policy."""
         keys, kinds = client.get_host_keys(), set()
         for known in self.known:
             key = _pkey(known)
-            if key is not None and key.get_name() not in kinds:  # the first of a kind, as paramiko's own load
+            if key is not None and key.get_name() not in kinds:  # paramiko compares with one key per type
                 kinds.add(key.get_name())
                 keys.add(self.name, key.get_name(), key)
         client.set_missing_host_key_policy(self)
