@@ -204,7 +204,8 @@ def settings_lines(records: Sequence[Record]) -> list[str]:
         f"iperf3 -t {first.get('secs')} (TCP with -O 1), UDP offered {first.get('udp_rate')} in 1200-byte "
         f"datagrams; TCP congestion control {first.get('tcp_cc') or '?'}. Cells: median [min–max] over "
         "successful runs. RTT added = tunnel ping − underlay ping, measured together in the same run. "
-        "Start-up ends at the client's first non-ICMP packet on the underlay. CPU per packet: VPN processes "
+        "Start-up ends at the client's first non-ICMP packet on the underlay; the first reply is that to "
+        f"echo requests sent every {first.get('probe_ms', 5):g} ms from the start. CPU per packet: VPN processes "
         "of one side (and children), CPU time / (received payload ÷ 1368 B), ACKs uncounted.",
         "",
     ]

@@ -172,7 +172,7 @@ def base_record(peer: Peer, rnd: int, settings: Settings) -> Json:
         "schema": SCHEMA, "kind": "peer", "peer": peer.name, "round": rnd,
         "ts": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "target": peer.target, "mtu": peer.mtu, "secs": settings.secs, "udp_rate": settings.udp_rate,
-        "host": {"ncpu": os.cpu_count(), "kernel": platform.release(), "iperf3": iperf_version()},
+        "probe_ms": measure.PROBE_EVERY * 1000, "host": {"ncpu": os.cpu_count(), "kernel": platform.release(), "iperf3": iperf_version()},
     }
 
 

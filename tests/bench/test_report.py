@@ -101,3 +101,9 @@ def test_every_metric_has_a_unique_key() -> None:
 @pytest.mark.parametrize("value", [0.0001, 123456.0])
 def test_cells_format_any_magnitude(value: float) -> None:
     assert report.Stat(value, value, value, 2).cell("{:.3f}") == f"{value:.3f}"
+
+
+def test_settings_say_how_often_the_connect_probe_asked() -> None:
+    """Older files (no probe_ms) were probed every 5 ms; the first reply is that fine at best."""
+    assert "echo requests sent every 1 ms" in report.render([run("ours", 1, 5000, probe_ms=1.0)], "t")
+    assert "echo requests sent every 5 ms" in report.render([run("ours", 1, 5000)], "t")
