@@ -15,7 +15,6 @@ a bad value is shown cut short, so any input costs bounded time and memory.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from types import MappingProxyType
 from typing import Any
 
 from provision.errors import InventoryError
-from provision.sshoptions import GLOBAL_KNOWN_HOSTS, USER_KNOWN_HOSTS, ssh_options
+from provision.sshoptions import ssh_options
 from runtime.validate import MAX_FILE_BYTES, NotYaml, brief, load_yaml, one_line
 
 GROUP_KEYS = ("hosts", "vars", "children")
@@ -48,9 +47,9 @@ class Host:
     become_password: str | None = field(default=None, repr=False)
     key_file: str | None = None
     proxy_command: str | None = None
-    known_hosts: tuple[str, ...] = field(default_factory=lambda: (os.path.expanduser(USER_KNOWN_HOSTS),))
-    global_known_hosts: tuple[str, ...] = (GLOBAL_KNOWN_HOSTS,)
-    host_key_checking: str = "accept-new"  # yes | accept-new | no (see provision.sshoptions)
+    known_hosts: tuple[str, ...] = field(default_factory=lambda: ssh_options(None).known_hosts)
+    global_known_hosts: tuple[str, ...] = field(default_factory=lambda: ssh_options(None).global_known_hosts)
+    host_key_checking: str = field(default_factory=lambda: ssh_options(None).host_key_checking)  # yes|accept-new|no
     groups: tuple[str, ...] = ()
     vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 

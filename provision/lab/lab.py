@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from provision.errors import LabError
+from provision.hostkeys import known_name
 from provision.lab import container, image, local, net
 from provision.lab.container import STATE_DIR
 from provision.lab.topology import HOSTS, INTERNET, LabHost, host
@@ -156,8 +157,7 @@ def _write_known_hosts(state: LabState) -> None:
     lines = []
     for h in HOSTS:
         if h.addr4:
-            name = h.addr4 if h.ssh_port == 22 else f"[{h.addr4}]:{h.ssh_port}"
-            lines.append(f"{name} ssh-ed25519 {state.hosts[h.name].host_key}")
+            lines.append(f"{known_name(h.addr4, h.ssh_port)} ssh-ed25519 {state.hosts[h.name].host_key}")
     KNOWN_HOSTS.write_text("\n".join(lines) + "\n")
 
 
